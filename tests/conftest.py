@@ -1,0 +1,51 @@
+"""Shared test setup: offline settings, the ../shared folder and the tokenizer ranks file.
+
+Set WORKBENCH_STRICT=1 (CI does) to turn skips for a missing ../shared folder or browser into failures.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("WORKBENCH_SHARED_DIR", REPO.parent / "shared"))
+STRICT = os.environ.get("WORKBENCH_STRICT") == "1"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+_ranks = SHARED / "tokenizers" / "gpt2.tiktoken"
+if _ranks.is_file():
+    os.environ.setdefault("WORKBENCH_TOKENIZER_FILE", str(_ranks))
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when a local prerequisite is missing; fail instead under WORKBENCH_STRICT=1 (CI)."""
+    if not condition:
+        if STRICT:
+            pytest.fail(f"required in CI: {reason}")
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder (book data, judge scores, MMLU CSVs); used by path, never copied."""
+    require(SHARED.is_dir(), f"{SHARED} not found (set WORKBENCH_SHARED_DIR)")
+    return SHARED
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    from trainer.tokenizer import get_tokenizer
+
+    return get_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def sample_data() -> Path:
+    """Our own bundled instruction sample."""
+    return REPO / "datasets" / "instruction-sample.json"

@@ -1,0 +1,212 @@
+"""GPT-2 from scratch, in one file.
+
+The architecture is OpenAI's GPT-2 (pre-LayerNorm blocks, tanh GELU, learned positions, tied input and
+output embeddings). Attention goes through ``scaled_dot_product_attention`` so that PyTorch picks the fastest
+kernel for the device, and an optional key/value cache lets generation decode one token at a time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Shape of a GPT-2 model; the defaults are the 124M model."""
+
+    vocab_size: int = 50257
+    context_length: int = 1024
+    emb_dim: int = 768
+    n_heads: int = 12
+    n_layers: int = 12
+    drop_rate: float = 0.0
+    qkv_bias: bool = True
+
+    @property
+    def head_dim(self) -> int:
+        return self.emb_dim // self.n_heads
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> GPTConfig:
+        """Build a config from JSON, refusing unknown keys so a foreign file is not silently misread."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        return cls(**data)
+
+
+CONFIGS: dict[str, GPTConfig] = {
+    # A few-MB model for tests and the offline demo: same tokenizer and vocabulary as GPT-2.
+    "tiny": GPTConfig(context_length=256, emb_dim=64, n_heads=4, n_layers=2),
+    "gpt2": GPTConfig(emb_dim=768, n_heads=12, n_layers=12),  # 124M
+    "gpt2-medium": GPTConfig(emb_dim=1024, n_heads=16, n_layers=24),  # 355M
+    "gpt2-large": GPTConfig(emb_dim=1280, n_heads=20, n_layers=36),  # 774M
+    "gpt2-xl": GPTConfig(emb_dim=1600, n_heads=25, n_layers=48),  # 1558M
+}
+
+
+class KVCache:
+    """Preallocated keys and values of every layer, filled as decoding goes on.
+
+    Buffers have shape ``[batch, heads, max_len, head_dim]``; ``length`` is how many positions are filled.
+    """
+
+    def __init__(self, config: GPTConfig, batch_size: int, max_len: int, device, dtype: torch.dtype):
+        shape = (batch_size, config.n_heads, max_len, config.head_dim)
+        self.keys = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.values = [torch.empty(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
+        self.max_len = max_len
+        self.length = 0
+
+    def append(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this step's keys and values for ``layer``; return all keys and values so far."""
+        start, end = self.length, self.length + k.shape[2]
+        if end > self.max_len:
+            raise ValueError(f"KV cache full: {end} positions needed, {self.max_len} allocated")
+        self.keys[layer][:, :, start:end] = k
+        self.values[layer][:, :, start:end] = v
+        return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
+
+    def keep_rows(self, rows: torch.Tensor) -> None:
+        """Drop finished sequences from the batch so they stop costing compute."""
+        self.keys = [k[rows] for k in self.keys]
+        self.values = [v[rows] for v in self.values]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.layer = layer
+        self.n_heads = config.n_heads
+        self.drop_rate = config.drop_rate
+        self.c_attn = nn.Linear(config.emb_dim, 3 * config.emb_dim, bias=config.qkv_bias)
+        self.c_proj = nn.Linear(config.emb_dim, config.emb_dim)
+        self.resid_drop = nn.Dropout(config.drop_rate)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool,
+                cache: KVCache | None) -> torch.Tensor:
+        batch, steps, dim = x.shape
+        q, k, v = self.c_attn(x).split(dim, dim=2)
+        q, k, v = (t.view(batch, steps, self.n_heads, dim // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        if cache is not None:
+            k, v = cache.append(self.layer, k, v)
+        y = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+            dropout_p=self.drop_rate if self.training else 0.0,
+        )
+        y = y.transpose(1, 2).contiguous().view(batch, steps, dim)
+        return self.resid_drop(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.c_fc = nn.Linear(config.emb_dim, 4 * config.emb_dim)
+        self.c_proj = nn.Linear(4 * config.emb_dim, config.emb_dim)
+        self.drop = nn.Dropout(config.drop_rate)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, config: GPTConfig, layer: int):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.emb_dim, eps=1e-5)
+        self.attn = CausalSelfAttention(config, layer)
+        self.ln_2 = nn.LayerNorm(config.emb_dim, eps=1e-5)
+        self.mlp = MLP(config)
+
+    def forward(self, x, attn_mask, is_causal, cache):
+        x = x + self.attn(self.ln_1(x), attn_mask, is_causal, cache)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """GPT-2 language model returning next-token logits."""
+
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.emb_dim)
+        self.wpe = nn.Embedding(config.context_length, config.emb_dim)
+        self.drop = nn.Dropout(config.drop_rate)
+        self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
+        self.ln_f = nn.LayerNorm(config.emb_dim, eps=1e-5)
+        self.lm_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
+        self.apply(self._init_weights)
+        # GPT-2 scales the residual projections by depth so the residual stream does not grow with layers.
+        for name, param in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(param, mean=0.0, std=0.02 / math.sqrt(2 * config.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def num_parameters(self) -> int:
+        """Parameter count with the tied head counted once (124M for ``gpt2``)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        *,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        last_only: bool = False,
+    ) -> torch.Tensor:
+        """Logits ``[batch, steps, vocab]`` (``steps`` is 1 with ``last_only``).
+
+        ``attention_mask`` ``[batch, past + steps]`` marks real tokens with 1 and padding with 0 (it covers the
+        cached positions too); ``position_ids`` ``[batch, steps]`` default to consecutive positions after the cache.
+        """
+        batch, steps = idx.shape
+        past = cache.length if cache is not None else 0
+        if past + steps > self.config.context_length:
+            raise ValueError(
+                f"sequence of {past + steps} tokens exceeds the context length {self.config.context_length}"
+            )
+        if position_ids is None:
+            position_ids = torch.arange(past, past + steps, device=idx.device).unsqueeze(0)
+        attn_mask, is_causal = self._attention_mask(attention_mask, past, steps, idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(position_ids))
+        for block in self.h:
+            x = block(x, attn_mask, is_causal, cache)
+        if cache is not None:
+            cache.length += steps
+        if last_only:
+            x = x[:, -1:, :]
+        return self.lm_head(self.ln_f(x))
+
+    @staticmethod
+    def _attention_mask(padding: torch.Tensor | None, past: int, steps: int, device):
+        """Boolean mask ``[batch, 1, steps, past + steps]`` or ``None`` when SDPA's own causal path suffices."""
+        if padding is None:
+            if past == 0:
+                return None, steps > 1
+            if steps == 1:
+                return None, False
+        total = past + steps
+        query_pos = torch.arange(past, total, device=device).unsqueeze(1)
+        key_pos = torch.arange(total, device=device).unsqueeze(0)
+        mask = (key_pos <= query_pos).unsqueeze(0).unsqueeze(0)
+        if padding is not None:
+            mask = mask & padding[:, None, None, :].bool()
+            # A padding query would see no key at all (NaN); let it see itself. Its output is never used.
+            mask = mask | (key_pos == query_pos)
+        return mask, False
