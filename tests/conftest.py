@@ -49,3 +49,45 @@ def tokenizer():
 def sample_data() -> Path:
     """Our own bundled instruction sample."""
     return REPO / "datasets" / "instruction-sample.json"
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_dir(tmp_path_factory) -> Path:
+    """A random GPT-2 of the ``tiny`` shape in the Hugging Face layout (model.safetensors + config.json).
+
+    Every tensor is perturbed (biases and LayerNorms too) so that parity tests exercise all of them.
+    """
+    import torch
+
+    from trainer.model import CONFIGS, GPT
+    from trainer.weights import save_hf_checkpoint
+
+    torch.manual_seed(1234)
+    model = GPT(CONFIGS["tiny"])
+    with torch.no_grad():
+        for param in model.parameters():
+            param.add_(torch.randn_like(param) * 0.02)
+    return save_hf_checkpoint(model, tmp_path_factory.mktemp("tiny_hf"))
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, sample_data) -> Path:
+    """A real run folder: the tiny model fine-tuned for a few steps on the bundled sample (alpaca style)."""
+    from trainer.train import finetune
+
+    run_dir = tmp_path_factory.mktemp("runs") / "tiny-run"
+    finetune(
+        data=sample_data,
+        out=run_dir,
+        style="alpaca",
+        model="tiny",
+        max_steps=4,
+        batch_size=4,
+        lr=1e-3,
+        eval_every=2,
+        eval_batches=1,
+        seed=123,
+        device="cpu",
+        progress=False,
+    )
+    return run_dir

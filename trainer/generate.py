@@ -1,5 +1,577 @@
-"""Placeholder: the owning helper replaces this module."""
+"""Batched generation with a key/value cache, response extraction, and the ``generate`` subcommand.
+
+The book generates one prompt at a time and recomputes the whole sequence for every new token. Here prompts
+are sorted by length and decoded in batches: left padding with an attention mask and per-row positions makes
+every row compute what it would compute alone, the cache makes each step cost one token per row, and rows
+that reach end-of-text leave the batch so they stop costing compute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from trainer.errors import UserError
+from trainer.model import GPT, KVCache
+from trainer.tokenizer import END_OF_TEXT_ID, get_tokenizer
+
+# Called after each batch with the prompts' indices and their new tokens.
+BatchCallback = Callable[[list[int], list[list[int]]], None]
+SPLITS = ("test", "val", "train", "all")
+
+
+def generate_tokens(
+    model: GPT,
+    prompts: Sequence[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    eos_id: int | None = END_OF_TEXT_ID,
+    batch_size: int = 8,
+    on_batch: BatchCallback | None = None,
+) -> list[list[int]]:
+    """New tokens for every prompt (end-of-text excluded), decoded in length-sorted batches.
+
+    Greedy when ``temperature`` is 0. With a ``seed``, each prompt samples from its own generator seeded by
+    the seed and the prompt's tokens: a response does not depend on batch size, order or an interrupted run.
+    A row stops at ``eos_id`` (never when it is None), after ``max_new_tokens``, or when prompt and response
+    fill the context window.
+    """
+    _check_decoding(max_new_tokens, temperature, top_k, top_p, batch_size)
+    names = [f"prompt {i}" for i in range(len(prompts))]
+    _check_fits([len(p) for p in prompts], model.config.context_length, names)
+    device = model.wte.weight.device
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    results: list[list[int]] = [[] for _ in prompts]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), _packed_linears(model):
+            for start in range(0, len(order), batch_size):
+                batch = order[start : start + batch_size]
+                generators = None
+                if temperature > 0 and seed is not None:
+                    generators = [_prompt_generator(seed, prompts[i], device) for i in batch]
+                tokens = _generate_batch(
+                    model,
+                    [prompts[i] for i in batch],
+                    max_new_tokens=max_new_tokens,
+                    temperature=temperature,
+                    top_k=top_k,
+                    top_p=top_p,
+                    generators=generators,
+                    eos_id=eos_id,
+                )
+                for index, new_tokens in zip(batch, tokens, strict=True):
+                    results[index] = new_tokens
+                if on_batch is not None:
+                    on_batch(batch, tokens)
+    finally:
+        model.train(was_training)
+    return results
+
+
+def _generate_batch(
+    model: GPT,
+    prompts: list[Sequence[int]],
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int | None,
+    top_p: float | None,
+    generators: list[torch.Generator] | None,
+    eos_id: int | None,
+) -> list[list[int]]:
+    """Decode one batch: a left-padded prefill, then one token per step for the rows still running."""
+    device, dtype = model.wte.weight.device, model.wte.weight.dtype
+    lengths = [len(p) for p in prompts]
+    longest = max(lengths)
+    budgets = [min(max_new_tokens, model.config.context_length - n) for n in lengths]
+    padding = [longest - n for n in lengths]
+    # The last new token is sampled but never fed back, so the cache needs one slot less.
+    cache = KVCache(model.config, len(prompts), longest + max(budgets) - 1, device, dtype)
+    ids = torch.tensor([[0] * pad + list(p) for pad, p in zip(padding, prompts, strict=True)], device=device)
+    pad_counts = torch.tensor(padding, device=device)
+    mask = torch.arange(cache.max_len, device=device)[None, :] >= pad_counts[:, None]
+    positions = (torch.arange(longest, device=device)[None, :] - pad_counts[:, None]).clamp(min=0)
+    logits = model(
+        ids,
+        attention_mask=mask[:, :longest] if any(padding) else None,
+        position_ids=positions,
+        cache=cache,
+        last_only=True,
+    )[:, -1]
+    next_positions = torch.tensor(lengths, device=device)[:, None]
+    rows = list(range(len(prompts)))  # the running rows, as indices into prompts
+    outputs: list[list[int]] = [[] for _ in prompts]
+    while True:
+        row_generators = None if generators is None else [generators[r] for r in rows]
+        tokens = next_tokens(logits, temperature=temperature, top_k=top_k, top_p=top_p, generators=row_generators)
+        keep = []
+        for j, (row, token) in enumerate(zip(rows, tokens.tolist(), strict=True)):
+            if token == eos_id:
+                continue
+            outputs[row].append(token)
+            if len(outputs[row]) < budgets[row]:
+                keep.append(j)
+        if not keep:
+            return outputs
+        if len(keep) < len(rows):
+            kept = torch.tensor(keep, device=device)
+            cache.keep_rows(kept)
+            tokens, mask, next_positions = tokens[kept], mask[kept], next_positions[kept]
+            rows = [rows[j] for j in keep]
+        step_mask = mask[:, : cache.length + 1] if any(padding[r] for r in rows) else None
+        logits = model(tokens[:, None], attention_mask=step_mask, position_ids=next_positions, cache=cache)[:, -1]
+        next_positions = next_positions + 1
+
+
+class PackedLinear(nn.Module):
+    """An inference-only ``nn.Linear`` whose weight oneDNN has reordered for its CPU matmul kernels.
+
+    Decoding multiplies a handful of rows by every weight matrix; with the weight pre-packed, oneDNN does that
+    2-3x faster than the plain ``linear`` call on CPU (measured at batch 8 for GPT-2 124M), same fp32 math.
+    """
+
+    def __init__(self, linear: nn.Linear):
+        super().__init__()
+        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
+        self.bias = linear.bias
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
+
+
+@contextmanager
+def _packed_linears(model: GPT) -> Iterator[None]:
+    """Swap the model's linear layers for :class:`PackedLinear` ones while generating on CPU, then restore."""
+    weight = model.wte.weight
+    on_cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
+    linears = [
+        (parent, name, child)
+        for parent in model.modules()
+        for name, child in parent.named_children()
+        if isinstance(child, nn.Linear)
+    ]
+    try:
+        for parent, name, child in linears if on_cpu and torch.backends.mkldnn.is_available() else ():
+            setattr(parent, name, PackedLinear(child))
+        yield
+    finally:
+        for parent, name, child in linears:
+            setattr(parent, name, child)
+
+
+def next_tokens(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generators: Sequence[torch.Generator] | None = None,
+) -> torch.Tensor:
+    """One token per row of ``logits`` ``[rows, vocab]``: the argmax, or a sample (one generator per row)."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    probs = torch.softmax(filter_logits(logits.float() / temperature, top_k=top_k, top_p=top_p), dim=-1)
+    if generators is None:
+        return torch.multinomial(probs, 1).squeeze(1)
+    samples = [torch.multinomial(row, 1, generator=g) for row, g in zip(probs, generators, strict=True)]
+    return torch.cat(samples)
+
+
+def filter_logits(logits: torch.Tensor, *, top_k: int | None = None, top_p: float | None = None) -> torch.Tensor:
+    """Set to -inf every logit outside the ``top_k`` largest and outside the nucleus of mass ``top_p``.
+
+    The nucleus is the smallest set of most likely tokens whose probability reaches ``top_p`` (the most likely
+    token always stays); ties at the k-th value all stay, as in the book.
+    """
+    if top_k is not None and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+        probs = torch.softmax(sorted_logits, dim=-1)
+        mass_before = torch.cumsum(probs, dim=-1) - probs
+        drop_sorted = mass_before >= top_p
+        drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)
+        logits = logits.masked_fill(drop, float("-inf"))
+    return logits
+
+
+def _prompt_generator(seed: int, prompt: Sequence[int], device: torch.device) -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}:{','.join(map(str, prompt))}".encode()).digest()
+    return torch.Generator(device=device).manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+
+
+def _check_decoding(
+    max_new_tokens: int, temperature: float, top_k: int | None, top_p: float | None, batch_size: int
+) -> None:
+    if max_new_tokens < 1:
+        raise UserError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
+    if temperature < 0:
+        raise UserError(f"temperature must be 0 (greedy) or positive, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise UserError(f"top_k must be at least 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise UserError(f"top_p must be in (0, 1], got {top_p}")
+    if batch_size < 1:
+        raise UserError(f"batch_size must be at least 1, got {batch_size}")
+
+
+def _check_fits(lengths: list[int], context_length: int, names: Sequence[str]) -> None:
+    """Refuse empty prompts and prompts that leave no room for a response in the context window."""
+    for length, name in zip(lengths, names, strict=True):
+        if length == 0:
+            raise UserError(f"{name}: the prompt is empty")
+        if length >= context_length:
+            raise UserError(
+                f"{name}: the prompt has {length} tokens, the model's context window {context_length}; "
+                "nothing is left for the response"
+            )
+
+
+def generate_responses(
+    model: GPT,
+    tokenizer,
+    entries: Sequence[dict],
+    style: str,
+    *,
+    entry_names: Sequence[str] | None = None,
+    on_responses: Callable[[list[int], list[str], list[list[int]]], None] | None = None,
+    **decoding,
+) -> list[str]:
+    """The response to every entry's prompt in ``style``: the generated text after the response marker.
+
+    ``entry_names`` label entries in error messages; ``on_responses(indices, responses, new_tokens)`` sees
+    each batch as it finishes (for saving partial work); ``decoding`` goes to :func:`generate_tokens`.
+    """
+    from trainer.data import RESPONSE_MARKERS, encode, extract_response, format_prompt
+
+    prompts = [encode(tokenizer, format_prompt(entry, style)) for entry in entries]
+    names = entry_names or [f"entry {i}" for i in range(len(entries))]
+    _check_fits([len(p) for p in prompts], model.config.context_length, names)
+
+    def respond(index: int, new_tokens: list[int]) -> str:
+        # The prompt ends with the marker; an instruction that quotes the marker must not confuse extraction.
+        return extract_response(RESPONSE_MARKERS[style] + tokenizer.decode(new_tokens), style)
+
+    def report(indices: list[int], tokens: list[list[int]]) -> None:
+        on_responses(indices, [respond(i, t) for i, t in zip(indices, tokens, strict=True)], tokens)
+
+    tokens = generate_tokens(model, prompts, on_batch=report if on_responses else None, **decoding)
+    return [respond(i, t) for i, t in enumerate(tokens)]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The `generate` subcommand: a data split in, the book's JSON layout out, resumable.
+
+
+def generate_file(
+    out: str | os.PathLike,
+    *,
+    run: str | os.PathLike | None = None,
+    checkpoint: str = "best",
+    weights: str | None = None,
+    style: str | None = None,
+    data: str | os.PathLike | None = None,
+    split: str = "test",
+    response_key: str = "model_response",
+    batch_size: int = 8,
+    max_new_tokens: int = 256,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    seed: int | None = None,
+    device: str = "auto",
+    tokenizer_file: str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Write the responses of a run's model (or of pretrained ``weights``) to ``out``; resume a partial file.
+
+    ``out`` holds the selected entries with the response under ``response_key``, beside any other model's
+    responses already in it; ``out.meta.json`` records the model, checkpoint, data and decoding settings.
+    Returns the path of ``out``.
+    """
+    from trainer.data import load_entries
+
+    if (run is None) == (weights is None):
+        raise UserError("give either --run RUN_DIR or --weights NAME|DIR")
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    _check_decoding(max_new_tokens, temperature, top_k, top_p, batch_size)
+    if temperature > 0 and seed is None:
+        seed = int.from_bytes(os.urandom(4), "little")  # recorded in the meta file: the run can be repeated
+    torch_device = _pick_device(device)
+    if run is not None:
+        from trainer.checkpoint import load_run_model
+
+        model, run_config = load_run_model(run, checkpoint, device=torch_device)
+        if style is not None and style != run_config["style"]:
+            raise UserError(f"{run}: the run was trained with style {run_config['style']!r}, not {style!r}")
+        style = run_config["style"]
+        data = data or run_config["data"]
+        source = {
+            "run": str(Path(run).resolve()),
+            "name": run_config.get("name") or Path(run).name,
+            "model_name": run_config.get("model_name"),
+            "checkpoint": checkpoint,
+            "weights": None,
+        }
+    else:
+        if data is None:
+            raise UserError("--data FILE is required with --weights (there is no run to take it from)")
+        from trainer.weights import load_pretrained
+
+        model, run_config = load_pretrained(weights, device=torch_device), None
+        style = style or "alpaca"
+        name = Path(weights).name
+        source = {"run": None, "name": name, "model_name": name, "checkpoint": None, "weights": str(weights)}
+    data = Path(data).resolve()
+    entries = load_entries(data)
+    file_indices = _select_split(entries, data, split, run, run_config)
+    selected = [entries[i] for i in file_indices]
+    record = {
+        **source,
+        "style": style,
+        "response_key": response_key,
+        "split": split,
+        "data": str(data),
+        "data_sha256": _sha256(data),
+        "decoding": {
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "top_k": top_k,
+            "top_p": top_p,
+            "seed": seed,
+        },
+    }
+    output = ResponseFile(Path(out), selected, record)
+    todo = output.missing()
+    tokenizer = get_tokenizer(tokenizer_file)
+    bar = tqdm(
+        total=len(selected),
+        initial=len(selected) - len(todo),
+        unit="entry",
+        desc="generate",
+        disable=not progress,
+        dynamic_ncols=True,
+    )
+    started, new_tokens = time.perf_counter(), 0
+
+    def save(indices: list[int], responses: list[str], tokens: list[list[int]]) -> None:
+        nonlocal new_tokens
+        output.add({todo[i]: text for i, text in zip(indices, responses, strict=True)})
+        new_tokens += sum(map(len, tokens))
+        bar.update(len(indices))
+        bar.set_postfix_str(f"{new_tokens / (time.perf_counter() - started):.1f} tok/s")
+
+    with bar:
+        generate_responses(
+            model,
+            tokenizer,
+            [selected[i] for i in todo],
+            style,
+            entry_names=[f"{data.name} entry {file_indices[i]}" for i in todo],
+            on_responses=save,
+            max_new_tokens=max_new_tokens,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            seed=seed,
+            batch_size=batch_size,
+        )
+    output.finish()
+    print(f"wrote {len(selected)} responses ({len(todo)} new) under {response_key!r} to {output.path}", file=sys.stderr)
+    return output.path
+
+
+class ResponseFile:
+    """The output JSON and its ``.meta.json``, saved atomically after every batch so a crash loses nothing.
+
+    Several models' responses can share one file under different keys; the meta file keeps one record per
+    key (``responses``) and repeats the latest one at the top level. A key already in the file resumes only
+    when its record matches this generation's settings; otherwise it is refused rather than overwritten.
+    """
+
+    IDENTITY = ("run", "model_name", "checkpoint", "weights", "style", "split", "data_sha256", "decoding")
+
+    def __init__(self, path: Path, entries: list[dict], record: dict):
+        self.path = path
+        self.meta_path = path.with_name(path.name.removesuffix(".json") + ".meta.json")
+        self.key = record["response_key"]
+        self.entries = self._merge_existing(entries)
+        self.meta = self._read_json(self.meta_path) if self.meta_path.is_file() else {}
+        previous = self.meta.get("responses", {}).get(self.key)
+        has_responses = any(self.key in entry for entry in self.entries)
+        same_settings = previous is not None and all(previous.get(k) == record.get(k) for k in self.IDENTITY)
+        if has_responses and not same_settings:
+            raise UserError(
+                f"{path} already holds responses under {self.key!r} from another model or other settings "
+                f"(see {self.meta_path.name}); choose another --response-key or --out"
+            )
+        self.record = {**record, "created_at": (previous or {}).get("created_at", _now())}
+        self._save(complete=False)
+
+    def _merge_existing(self, entries: list[dict]) -> list[dict]:
+        """The entries, with the responses of the existing file when it holds the same entries."""
+        if not self.path.exists():
+            return [dict(entry) for entry in entries]
+        existing = self._read_json(self.path)
+        if not isinstance(existing, list) or len(existing) != len(entries):
+            raise UserError(f"{self.path} exists and does not hold these {len(entries)} entries; choose another --out")
+        for index, (old, new) in enumerate(zip(existing, entries, strict=True)):
+            if not isinstance(old, dict) or (old.get("instruction"), old.get("input", "")) != (
+                new["instruction"],
+                new.get("input", ""),
+            ):
+                raise UserError(f"{self.path} entry {index} differs from the data; choose another --out")
+        return [{**new, **old} for old, new in zip(existing, entries, strict=True)]
+
+    @staticmethod
+    def _read_json(path: Path):
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            where = f"line {exc.lineno} column {exc.colno}"
+            raise UserError(f"{path}: invalid JSON at {where}: {exc.msg}") from exc
+        except OSError as exc:
+            raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
+
+    def missing(self) -> list[int]:
+        """Indices of the entries that have no response under this key yet."""
+        return [i for i, entry in enumerate(self.entries) if self.key not in entry]
+
+    def add(self, responses: dict[int, str]) -> None:
+        for index, text in responses.items():
+            self.entries[index][self.key] = text
+        self._save(complete=False)
+
+    def finish(self) -> None:
+        self._save(complete=True, finished_at=_now())
+
+    def _save(self, *, complete: bool, **extra) -> None:
+        done = len(self.entries) - len(self.missing())
+        record = {**self.record, "complete": complete, "responses_done": done, "entries": len(self.entries), **extra}
+        meta = {**record, "responses": {**self.meta.get("responses", {}), self.key: record}}
+        _write_atomically(self.path, self.entries)
+        _write_atomically(self.meta_path, meta)
+
+
+def _write_atomically(path: Path, data) -> None:
+    """Replace ``path`` in one step, so an interrupted write leaves the previous version intact."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(
+            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
+        ) as handle:
+            json.dump(data, handle, indent=4, ensure_ascii=False)
+            handle.write("\n")
+        os.replace(handle.name, path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from exc
+
+
+def _select_split(entries: list[dict], data: Path, split: str, run, run_config: dict | None) -> list[int]:
+    """File indices of the split: the run's own split when ``data`` is the file it was trained on."""
+    if split == "all":
+        return list(range(len(entries)))
+    same_data = run_config is not None and run_config.get("data_sha256") == _sha256(data)
+    split_file = Path(run) / "split.json" if run is not None else None
+    if same_data and split_file.is_file():
+        indices = json.loads(split_file.read_text())[split]
+        if not all(isinstance(i, int) and 0 <= i < len(entries) for i in indices):
+            raise UserError(f"{split_file}: the {split} indices do not fit {data} ({len(entries)} entries)")
+        return indices
+    from trainer.data import split_entries
+
+    shuffle_seed = run_config["split"].get("shuffle_seed") if same_data else None
+    return split_entries(entries, seed=shuffle_seed).indices[split]
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _pick_device(name: str) -> torch.device:
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
 
 
 def add_cli(subparsers) -> None:
-    """Register this module's subcommands."""
+    """Register ``generate``."""
+    parser = subparsers.add_parser(
+        "generate",
+        help="generate responses for a data split (batched, KV cache, resumable)",
+        description="Generate a response for every entry of a data split with a fine-tuned run or a "
+        "pretrained model, and write them in the book's JSON layout (resumes an interrupted run).",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--run", help="run folder written by `finetune`")
+    source.add_argument(
+        "--weights",
+        help="pretrained model instead of a run: gpt2, gpt2-medium, ... or a folder in the Hugging Face layout",
+    )
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument(
+        "--style", choices=("alpaca", "phi3"), help="prompt style (default: the run's; alpaca with --weights)"
+    )
+    parser.add_argument("--data", help="instruction file (default: the run's data)")
+    parser.add_argument("--split", choices=SPLITS, default="test")
+    parser.add_argument("--out", required=True, help="output JSON (FILE.meta.json is written beside it)")
+    parser.add_argument("--response-key", default="model_response")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=256)
+    parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    parser.add_argument("--top-k", type=int)
+    parser.add_argument("--top-p", type=float)
+    parser.add_argument("--seed", type=int, help="sampling seed (random and recorded when not given)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
+    parser.add_argument("--tokenizer-file", help="tiktoken ranks file for offline use")
+    parser.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> None:
+    generate_file(
+        args.out,
+        run=args.run,
+        checkpoint=args.checkpoint,
+        weights=args.weights,
+        style=args.style,
+        data=args.data,
+        split=args.split,
+        response_key=args.response_key,
+        batch_size=args.batch_size,
+        max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        device=args.device,
+        tokenizer_file=args.tokenizer_file,
+    )

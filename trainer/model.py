@@ -92,15 +92,20 @@ class CausalSelfAttention(nn.Module):
         self.c_proj = nn.Linear(config.emb_dim, config.emb_dim)
         self.resid_drop = nn.Dropout(config.drop_rate)
 
-    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool,
-                cache: KVCache | None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool, cache: KVCache | None
+    ) -> torch.Tensor:
         batch, steps, dim = x.shape
         q, k, v = self.c_attn(x).split(dim, dim=2)
         q, k, v = (t.view(batch, steps, self.n_heads, dim // self.n_heads).transpose(1, 2) for t in (q, k, v))
         if cache is not None:
             k, v = cache.append(self.layer, k, v)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=attn_mask, is_causal=is_causal,
+            q,
+            k,
+            v,
+            attn_mask=attn_mask,
+            is_causal=is_causal,
             dropout_p=self.drop_rate if self.training else 0.0,
         )
         y = y.transpose(1, 2).contiguous().view(batch, steps, dim)
@@ -172,16 +177,18 @@ class GPT(nn.Module):
     ) -> torch.Tensor:
         """Logits ``[batch, steps, vocab]`` (``steps`` is 1 with ``last_only``).
 
-        ``attention_mask`` ``[batch, past + steps]`` marks real tokens with 1 and padding with 0 (it covers the
-        cached positions too); ``position_ids`` ``[batch, steps]`` default to consecutive positions after the cache.
+        ``attention_mask`` ``[batch, past + steps]`` marks real tokens with 1 and padding with 0 (it covers
+        the cached positions too); ``position_ids`` ``[batch, steps]`` default to consecutive positions after
+        the cache. Given explicitly (left-padded batches), they must stay below the context length: padding
+        makes the cache longer than any one row's sequence, so only the positions tell whether a row fits.
         """
         batch, steps = idx.shape
         past = cache.length if cache is not None else 0
-        if past + steps > self.config.context_length:
-            raise ValueError(
-                f"sequence of {past + steps} tokens exceeds the context length {self.config.context_length}"
-            )
         if position_ids is None:
+            if past + steps > self.config.context_length:
+                raise ValueError(
+                    f"sequence of {past + steps} tokens exceeds the context length {self.config.context_length}"
+                )
             position_ids = torch.arange(past, past + steps, device=idx.device).unsqueeze(0)
         attn_mask, is_causal = self._attention_mask(attention_mask, past, steps, idx.device)
         x = self.drop(self.wte(idx) + self.wpe(position_ids))
@@ -195,12 +202,11 @@ class GPT(nn.Module):
 
     @staticmethod
     def _attention_mask(padding: torch.Tensor | None, past: int, steps: int, device):
-        """Boolean mask ``[batch, 1, steps, past + steps]`` or ``None`` when SDPA's own causal path suffices."""
-        if padding is None:
-            if past == 0:
-                return None, steps > 1
-            if steps == 1:
-                return None, False
+        """Boolean mask ``[batch, 1, steps, past + steps]``, or ``None`` when SDPA's causal path suffices."""
+        if steps == 1:  # one new token sees every key before it: only padding needs masking
+            return (None if padding is None else padding[:, None, None, :].bool()), False
+        if padding is None and past == 0:
+            return None, True
         total = past + steps
         query_pos = torch.arange(past, total, device=device).unsqueeze(1)
         key_pos = torch.arange(total, device=device).unsqueeze(0)

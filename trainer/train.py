@@ -1,5 +1,619 @@
-"""Placeholder: the owning helper replaces this module."""
+"""Instruction fine-tuning (the book's chapter 7 recipe) as a resumable, data-parallel training loop.
+
+The loss is the book's: cross entropy over next-token targets, ignoring ``-100``. Around it: AdamW on the
+foreach/fused path, periodic train/validation loss, early stopping, ``best``/``last`` checkpoints, resume
+after a crash with the same data order and RNG, gradient accumulation and clipping, bf16 autocast, and
+DistributedDataParallel when launched by ``torchrun``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data.distributed import DistributedSampler
+from tqdm import tqdm
+
+from trainer import checkpoint as ckpt
+from trainer.data import STYLES, InstructionDataset, collate, load_entries, split_entries
+from trainer.errors import UserError
+from trainer.model import CONFIGS, GPT
+from trainer.tokenizer import get_tokenizer
+
+logger = logging.getLogger(__name__)
+METRICS_FILE = "metrics.jsonl"
+# Settings that shape the loss curve: resuming with any of them changed would splice two different runs.
+RESUME_IDENTITY = ("model_name", "model", "weights", "style", "data_sha256", "mask_prompt", "seed", "split")
+TRAIN_IDENTITY = ("batch_size", "grad_accum", "lr", "weight_decay", "max_length", "world_size")
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """``auto`` prefers CUDA, then Apple's MPS, then the CPU."""
+    if name != "auto":
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def loss_on_batch(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross entropy over the targets that are not ``-100`` (the book's ``calc_loss_batch``)."""
+    logits = model(inputs)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+
+
+@dataclass
+class Distributed:
+    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone)."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_environment(cls, device_name: str) -> tuple[Distributed, torch.device]:
+        """Join the process group when launched by ``torchrun`` (nccl on CUDA, gloo on CPU)."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        if world_size == 1:
+            return cls(), pick_device(device_name)
+        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+        device = pick_device(device_name)
+        if device.type == "cuda":
+            device = torch.device("cuda", local_rank)
+            torch.cuda.set_device(device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        return cls(rank, world_size, local_rank), device
+
+    def sum(self, values: list[float], device: torch.device) -> list[float]:
+        if self.world_size == 1:
+            return values
+        tensor = torch.tensor(values, dtype=torch.float64, device=device)
+        dist.all_reduce(tensor)
+        return tensor.tolist()
+
+
+@dataclass
+class Progress:
+    """Where training stands: saved in ``last/state.pt`` and restored on resume."""
+
+    step: int = 0
+    tokens_seen: int = 0
+    best_val_loss: float = math.inf
+    best_step: int = -1
+    evals_without_improvement: int = 0
+    history: list[dict] = field(default_factory=list)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _build_model(model_name: str, weights: str | None, device: torch.device) -> tuple[GPT, str]:
+    """The model to fine-tune and how its weights were chosen (``random``, a name, or a folder path)."""
+    if model_name not in CONFIGS:
+        raise UserError(f"unknown model {model_name!r}; choose one of {', '.join(CONFIGS)}")
+    weights = weights or ("random" if model_name == "tiny" else model_name)
+    if weights == "random":
+        return GPT(CONFIGS[model_name]).to(device), weights
+    from trainer.weights import load_pretrained
+
+    model = load_pretrained(weights, device=device)
+    expected = CONFIGS[model_name]
+    shape = ("emb_dim", "n_heads", "n_layers", "vocab_size")
+    if any(getattr(model.config, key) != getattr(expected, key) for key in shape):
+        raise UserError(f"weights {weights} do not have the shape of --model {model_name}")
+    source = str(Path(weights).resolve()) if Path(weights).exists() else weights
+    return model.train(), source
+
+
+def _batches(dataset_size: int, batch_size: int, seed: int, epoch: int, dist_info: Distributed) -> list[list[int]]:
+    """This rank's batches of one epoch: a seeded permutation shared out to ranks; partial batch dropped."""
+    sampler = DistributedSampler(
+        range(dataset_size),
+        num_replicas=dist_info.world_size,
+        rank=dist_info.rank,
+        shuffle=True,
+        seed=seed,
+        drop_last=True,
+    )
+    sampler.set_epoch(epoch)
+    order = list(sampler)
+    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
+
+
+def _write_plot(run_dir: Path, history: list[dict]) -> None:
+    """``loss.png``: train and validation loss against epochs, tokens seen on a second x axis."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [row["train_loss"] for row in history], label="training loss")
+    ax.plot(epochs, [row["val_loss"] for row in history], linestyle="-.", label="validation loss")
+    ax.set_xlabel("epochs")
+    ax.set_ylabel("loss")
+    ax.legend(loc="upper right")
+    top = ax.twiny()  # same curve against tokens seen, drawn invisibly so the two axes line up
+    top.plot([row["tokens_seen"] for row in history], [row["train_loss"] for row in history], alpha=0)
+    top.set_xlabel("tokens seen")
+    fig.tight_layout()
+    fig.savefig(run_dir / "loss.png", dpi=100)
+    plt.close(fig)
+
+
+def _start_log(run_dir: Path) -> logging.Handler:
+    handler = logging.FileHandler(run_dir / "train.log", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    return handler
+
+
+def _prepare_run(run_dir: Path, run_config: dict, resume: bool) -> None:
+    """Refuse to overwrite a finished run, and to resume one made with different settings."""
+    existing = run_dir / ckpt.CONFIG_FILE
+    if not resume:
+        if existing.exists():
+            raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
+        return
+    if not existing.exists():
+        return  # nothing to resume yet: start fresh (a crash before the first checkpoint)
+    old = ckpt.read_run_config(run_dir)
+    changed = [key for key in RESUME_IDENTITY if old.get(key) != run_config[key]]
+    changed += [f"train.{key}" for key in TRAIN_IDENTITY if old["train"].get(key) != run_config["train"][key]]
+    if changed:
+        raise UserError(f"{existing}: cannot resume, the run was made with different {', '.join(changed)}")
+
+
+def _rewind_metrics(run_dir: Path, step: int) -> list[dict]:
+    """Keep the metrics up to the resumed step (-1: none); later ones are redone."""
+    path = run_dir / METRICS_FILE
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    rows = [row for row in rows if row["step"] <= step]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return rows
+
+
+def finetune(
+    *,
+    data: str | os.PathLike,
+    out: str | os.PathLike,
+    style: str = "alpaca",
+    model: str = "tiny",
+    weights: str | None = None,
+    epochs: int = 2,
+    max_steps: int | None = None,
+    batch_size: int = 8,
+    lr: float = 5e-5,
+    weight_decay: float = 0.1,
+    mask_prompt: bool = False,
+    resume: bool = False,
+    patience: int | None = None,
+    seed: int = 123,
+    eval_every: int = 5,
+    eval_batches: int | None = 5,
+    grad_accum: int = 1,
+    grad_clip: float | None = 1.0,
+    bf16: bool = False,
+    device: str = "auto",
+    max_length: int | None = None,
+    tokenizer_file: str | None = None,
+    shuffle_seed: int | None = None,
+    name: str | None = None,
+    progress: bool = True,
+) -> dict:
+    """Fine-tune ``model`` on the instruction file ``data`` into the run folder ``out``; return a summary.
+
+    ``weights``: ``random``, a model name or a Hugging Face-layout folder (default: pretrained for gpt2*,
+    random for tiny). ``patience`` stops after that many evaluations without a better validation loss.
+    ``eval_batches`` limits each evaluation to that many batches per split (None: all). Under ``torchrun``
+    every process trains on its share of each batch and only rank 0 writes.
+    """
+    _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
+    dist_info, torch_device = Distributed.from_environment(device)
+    data_path, run_dir = Path(data).resolve(), Path(out).resolve()
+    entries = load_entries(data_path)
+    split = split_entries(entries, seed=shuffle_seed)
+    tokenizer = get_tokenizer(tokenizer_file)
+    torch.manual_seed(seed)
+    network, weights_source = _build_model(model, weights, torch_device)
+    max_length = max_length or network.config.context_length
+    train_set, val_set = (InstructionDataset(part, tokenizer, style) for part in (split.train, split.val))
+    steps_per_epoch = len(_batches(len(train_set), batch_size, seed, 0, dist_info)) // grad_accum
+    if steps_per_epoch == 0:
+        raise UserError(
+            f"{data_path}: the train split has {len(train_set)} entries, fewer than one step needs "
+            f"({batch_size} x {grad_accum} x {dist_info.world_size} processes); lower --batch-size"
+        )
+    total_steps = steps_per_epoch * epochs if max_steps is None else max_steps
+    run_config = {
+        "name": name or run_dir.name,
+        "model_name": model,
+        "model": network.config.to_dict(),
+        "weights": weights_source,
+        "style": style,
+        "data": str(data_path),
+        "data_sha256": _sha256(data_path),
+        "mask_prompt": mask_prompt,
+        "seed": seed,
+        "split": {
+            "train": len(split.train),
+            "test": len(split.test),
+            "val": len(split.val),
+            "shuffle_seed": shuffle_seed,
+        },
+        "train": {
+            "epochs": epochs,
+            "max_steps": max_steps,
+            "batch_size": batch_size,
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "patience": patience,
+            "eval_every": eval_every,
+            "eval_batches": eval_batches,
+            "grad_accum": grad_accum,
+            "grad_clip": grad_clip,
+            "bf16": bf16,
+            "max_length": max_length,
+            "world_size": dist_info.world_size,
+            "device": torch_device.type,
+        },
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if dist_info.is_main:
+        _prepare_run(run_dir, run_config, resume)
+    if dist_info.world_size > 1:
+        dist.barrier()  # rank 0 has checked the folder before anyone reads a checkpoint from it
+    optimizer = torch.optim.AdamW(
+        network.parameters(),
+        lr=lr,
+        weight_decay=weight_decay,
+        **({"fused": True} if torch_device.type == "cuda" else {"foreach": True}),
+    )
+    state = Progress()
+    resumable = resume and ckpt.has_training_state(run_dir / "last")
+    if resumable:
+        state = _restore(run_dir, network, optimizer, torch_device)
+    log_handler = None
+    if dist_info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_handler = _start_log(run_dir)
+        if resumable:
+            run_config["created_at"] = ckpt.read_run_config(run_dir)["created_at"]
+        state.history = _rewind_metrics(run_dir, state.step if resumable else -1)
+        (run_dir / ckpt.CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
+        (run_dir / "split.json").write_text(json.dumps(split.indices) + "\n")
+        logger.info(
+            "%s %s at step %d: %d parameters, %d train / %d val entries, %d steps per epoch, device %s x %d",
+            "resuming" if resumable else "starting",
+            run_dir.name,
+            state.step,
+            network.num_parameters(),
+            len(train_set),
+            len(val_set),
+            steps_per_epoch,
+            torch_device,
+            dist_info.world_size,
+        )
+    trainer = _Loop(
+        network=network,
+        optimizer=optimizer,
+        run_dir=run_dir,
+        run_config=run_config,
+        state=state,
+        train_set=train_set,
+        val_set=val_set,
+        dist_info=dist_info,
+        device=torch_device,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
+    try:
+        summary = trainer.run(progress=progress and dist_info.is_main)
+    finally:
+        if log_handler is not None:
+            logger.removeHandler(log_handler)
+            log_handler.close()
+        if dist_info.world_size > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return summary
+
+
+def _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum):
+    if style not in STYLES:
+        raise UserError(f"unknown prompt style {style!r}; choose one of {', '.join(STYLES)}")
+    positive = {
+        "epochs": epochs,
+        "batch size": batch_size,
+        "eval every": eval_every,
+        "grad accum": grad_accum,
+    }
+    for label, value in positive.items():
+        if value < 1:
+            raise UserError(f"{label} must be at least 1, got {value}")
+    for label, value in {"max steps": max_steps, "patience": patience, "eval batches": eval_batches}.items():
+        if value is not None and value < 1:
+            raise UserError(f"{label} must be at least 1, got {value}")
+    if lr <= 0:
+        raise UserError(f"learning rate must be positive, got {lr}")
+
+
+def _restore(run_dir: Path, network: GPT, optimizer, device: torch.device) -> Progress:
+    saved = ckpt.load_checkpoint(run_dir / "last", device=device, expected=network.config)
+    with torch.no_grad():
+        for target, source in zip(network.parameters(), saved.parameters(), strict=True):
+            target.copy_(source)
+    resume_state = ckpt.load_training_state(run_dir / "last", device=device)
+    optimizer.load_state_dict(resume_state["optimizer"])
+    torch.set_rng_state(resume_state["torch_rng"].cpu())
+    if device.type == "cuda" and "cuda_rng" in resume_state:
+        torch.cuda.set_rng_state(resume_state["cuda_rng"].cpu(), device)
+    return Progress(**resume_state["progress"])
+
+
+class _Loop:
+    """The training loop proper; its pieces (eval, checkpoints, batches) share this run's settings."""
+
+    def __init__(
+        self,
+        *,
+        network,
+        optimizer,
+        run_dir,
+        run_config,
+        state,
+        train_set,
+        val_set,
+        dist_info,
+        device,
+        steps_per_epoch,
+        total_steps,
+    ):
+        self.network, self.optimizer, self.run_dir = network, optimizer, run_dir
+        self.config, self.hp, self.state = run_config, run_config["train"], state
+        self.train_set, self.val_set, self.dist, self.device = train_set, val_set, dist_info, device
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.model = network
+        if dist_info.world_size > 1:
+            self.model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+        self.autocast = (
+            torch.autocast(device.type, dtype=torch.bfloat16) if self.hp["bf16"] else contextlib.nullcontext()
+        )
+
+    def _collate(self, dataset: InstructionDataset, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = collate(
+            [dataset[i] for i in indices],
+            max_length=self.hp["max_length"],
+            mask_prompt=self.config["mask_prompt"],
+        )
+        return inputs.to(self.device), targets.to(self.device)
+
+    @torch.no_grad()
+    def _eval_loss(self, dataset: InstructionDataset) -> float:
+        """Mean batch loss over the first ``eval_batches`` batches in file order, shared across ranks."""
+        size = self.hp["batch_size"]
+        batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
+        batches = batches[: self.hp["eval_batches"] or len(batches)]
+        self.network.eval()
+        total = 0.0
+        for indices in batches[self.dist.rank :: self.dist.world_size]:
+            with self.autocast:
+                total += loss_on_batch(self.network, *self._collate(dataset, indices)).item()
+        self.network.train()
+        total, count = self.dist.sum([total, float(len(batches))], self.device)
+        return total / count
+
+    def _evaluate(self) -> bool:
+        """Record one evaluation; save checkpoints; return True when patience has run out."""
+        state = self.state
+        row = {
+            "step": state.step,
+            "epoch": round(state.step / self.steps_per_epoch, 4),
+            "tokens_seen": state.tokens_seen,
+            "train_loss": self._eval_loss(self.train_set),
+            "val_loss": self._eval_loss(self.val_set),
+        }
+        state.history.append(row)
+        improved = row["val_loss"] < state.best_val_loss
+        if improved:
+            state.best_val_loss, state.best_step, state.evals_without_improvement = (
+                row["val_loss"],
+                state.step,
+                0,
+            )
+        else:
+            state.evals_without_improvement += 1
+        if self.dist.is_main:
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
+                metrics.write(json.dumps(row) + "\n")
+            message = (
+                f"step {row['step']} epoch {row['epoch']:.2f} tokens {row['tokens_seen']}: "
+                f"train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}" + (" (best)" if improved else "")
+            )
+            logger.info(message)
+            if improved:
+                ckpt.save_checkpoint(self.network, self.run_dir / "best")
+            ckpt.save_checkpoint(self.network, self.run_dir / "last", self._resume_state())
+        patience = self.hp["patience"]
+        return patience is not None and state.evals_without_improvement >= patience
+
+    def _resume_state(self) -> dict:
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "progress": {key: value for key, value in vars(self.state).items() if key != "history"},
+            "torch_rng": torch.get_rng_state(),
+        }
+        if self.device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(self.device)
+        return state
+
+    def _train_step(self, micro_batches: list[list[int]]) -> tuple[float, int]:
+        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and global tokens."""
+        loss_sum, tokens = 0.0, 0
+        for i, indices in enumerate(micro_batches):
+            inputs, targets = self._collate(self.train_set, indices)
+            last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if last or self.dist.world_size == 1 else self.model.no_sync()
+            with sync:
+                with self.autocast:
+                    loss = loss_on_batch(self.model, inputs, targets) / len(micro_batches)
+                loss.backward()
+            loss_sum += loss.item()
+            tokens += inputs.numel()
+        if self.hp["grad_clip"]:
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.hp["grad_clip"])
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum, tokens = self.dist.sum([loss_sum, float(tokens)], self.device)
+        return loss_sum / self.dist.world_size, int(tokens)
+
+    def run(self, progress: bool) -> dict:
+        state, hp = self.state, self.hp
+        started, start_tokens = time.perf_counter(), state.tokens_seen
+        stopped_early = False
+        if state.step == 0 and not state.history:
+            stopped_early = self._evaluate()  # the untrained baseline, so the curve starts at step 0
+        bar = tqdm(
+            total=self.total_steps,
+            initial=state.step,
+            desc="fine-tuning",
+            unit="step",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        with bar:
+            while state.step < self.total_steps and not stopped_early:
+                epoch, position = divmod(state.step, self.steps_per_epoch)
+                batches = _batches(len(self.train_set), hp["batch_size"], self.config["seed"], epoch, self.dist)
+                accum = hp["grad_accum"]
+                step_batches = batches[(position * accum) : (self.steps_per_epoch * accum)]
+                for start in range(0, len(step_batches), accum):
+                    loss, tokens = self._train_step(step_batches[start : start + accum])
+                    state.step += 1
+                    state.tokens_seen += tokens
+                    elapsed = time.perf_counter() - started
+                    bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{(state.tokens_seen - start_tokens) / elapsed:.0f}")
+                    bar.update()
+                    if state.step % hp["eval_every"] == 0 or state.step == self.total_steps:
+                        stopped_early = self._evaluate()
+                        if stopped_early or state.step == self.total_steps:
+                            break
+            if stopped_early and self.dist.is_main:
+                logger.info(
+                    "early stop at step %d: no better validation loss in %d evaluations (best %.4f at step %d)",
+                    state.step,
+                    hp["patience"],
+                    state.best_val_loss,
+                    state.best_step,
+                )
+        elapsed = time.perf_counter() - started
+        if self.dist.is_main:
+            _write_plot(self.run_dir, state.history)
+        summary = {
+            "run_dir": str(self.run_dir),
+            "steps": state.step,
+            "epochs": state.step / self.steps_per_epoch,
+            "tokens_seen": state.tokens_seen,
+            "best_val_loss": state.best_val_loss,
+            "best_step": state.best_step,
+            "train_loss": state.history[-1]["train_loss"],
+            "val_loss": state.history[-1]["val_loss"],
+            "stopped_early": stopped_early,
+            "seconds": round(elapsed, 2),
+            "tokens_per_second": round((state.tokens_seen - start_tokens) / elapsed, 1) if elapsed > 0 else None,
+        }
+        if self.dist.is_main:
+            logger.info("done: %s", json.dumps(summary))
+        return summary
 
 
 def add_cli(subparsers) -> None:
-    """Register this module's subcommands."""
+    """Register ``finetune``."""
+    parser = subparsers.add_parser(
+        "finetune",
+        help="fine-tune GPT-2 on an instruction file (resumable, torchrun-aware)",
+        description="Fine-tune a GPT-2 model on an Alpaca-style instruction file (JSON list or JSONL), as in "
+        "chapter 7 of the book. Writes a run folder with checkpoints, metrics and a loss plot.",
+    )
+    parser.add_argument("--data", required=True, help="instruction file (JSON list or JSONL)")
+    parser.add_argument("--out", required=True, help="run folder to write (or to continue with --resume)")
+    parser.add_argument("--style", choices=STYLES, default="alpaca", help="prompt style")
+    parser.add_argument("--model", required=True, choices=tuple(CONFIGS), help="model shape")
+    parser.add_argument(
+        "--weights",
+        help="'random', a model name or a Hugging Face-layout folder (default: pretrained for gpt2*, random for tiny)",
+    )
+    parser.add_argument("--epochs", type=int, default=2)
+    parser.add_argument("--max-steps", type=int, help="stop after this many optimizer steps")
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per micro-batch per process")
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--weight-decay", type=float, default=0.1)
+    parser.add_argument("--mask-prompt", action="store_true", help="train on the response tokens only")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --out from last/")
+    parser.add_argument("--patience", type=int, help="stop after N evaluations without a better val loss")
+    parser.add_argument("--seed", type=int, default=123)
+    parser.add_argument("--eval-every", type=int, default=5, help="evaluate every N steps")
+    parser.add_argument("--eval-batches", type=int, default=5, help="batches per evaluation (0: all)")
+    parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    parser.add_argument("--max-length", type=int, help="truncate sequences (default: the context length)")
+    parser.add_argument("--shuffle-seed", type=int, help="shuffle entries before the 85/10/5 split")
+    parser.add_argument("--tokenizer-file", help="GPT-2 ranks file in tiktoken format (offline)")
+    parser.add_argument("--name", help="run name (default: the folder name)")
+    parser.set_defaults(func=_run_cli)
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    summary = finetune(
+        data=args.data,
+        out=args.out,
+        style=args.style,
+        model=args.model,
+        weights=args.weights,
+        epochs=args.epochs,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        mask_prompt=args.mask_prompt,
+        resume=args.resume,
+        patience=args.patience,
+        seed=args.seed,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches or None,
+        grad_accum=args.grad_accum,
+        grad_clip=args.grad_clip or None,
+        bf16=args.bf16,
+        device=args.device,
+        max_length=args.max_length,
+        tokenizer_file=args.tokenizer_file,
+        shuffle_seed=args.shuffle_seed,
+        name=args.name,
+    )
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(summary))
+    return 0

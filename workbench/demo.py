@@ -1,5 +1,194 @@
-"""Placeholder: the owning helper replaces this module."""
+"""``workbench demo``: the whole pipeline on the bundled sample, then the review app.
+
+Fine-tune GPT-2 on ``datasets/instruction-sample.json`` (from OpenAI's weights when they can be had, else
+from a small random model, and the app says so), generate the test split's responses for the base and the
+fine-tuned model, import everything, judge with Ollama when a server answers, run the bundled
+multiple-choice benchmark, and serve the app. Every step resumes, so running it again is quick.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from trainer.errors import UserError
+
+REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
+SAMPLE_DATA = REPO_DATASETS / "instruction-sample.json"
+SAMPLE_MC = REPO_DATASETS / "mc-sample"
+PRETRAINED = "gpt2"
+DEFAULT_JUDGE = "llama3.1:8b"
+RANDOM_NOTICE = (
+    "Demo without OpenAI's GPT-2 weights (no cached copy and huggingface.co unreachable): both models start "
+    "from a small random GPT, so their answers are gibberish. Run the demo online, or pass --weights DIR "
+    "with a downloaded openai-community/gpt2 folder, to fine-tune the real model."
+)
+
+
+@dataclass
+class Base:
+    """Where fine-tuning starts: a model config and its weights (a name or a Hugging Face folder)."""
+
+    model: str
+    weights: str
+    label: str
+    notice: str | None = None
+    # Recipe settings for pretrained GPT-2; a random model needs a higher rate and more passes to learn anything.
+    lr: float = 5e-5
+    epochs: int = 2
+
+
+def _hub_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _pretrained_available() -> bool:
+    """OpenAI's GPT-2 is in the Hugging Face cache, or can be downloaded (checked without hub retries)."""
+    import os
+
+    from huggingface_hub import try_to_load_from_cache
+
+    cached = try_to_load_from_cache("openai-community/gpt2", "model.safetensors")
+    if isinstance(cached, str):
+        return True
+    return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and _hub_reachable()
+
+
+def choose_base(work: Path, weights: str | None = None) -> Base:
+    """Pretrained GPT-2 when possible; otherwise a random ``tiny`` GPT written in the Hugging Face layout."""
+    if weights is not None:
+        return Base("gpt2", weights, label=Path(weights).name or weights)
+    if _pretrained_available():
+        return Base("gpt2", PRETRAINED, label=PRETRAINED)
+    folder = work / "random-tiny"
+    if not (folder / "model.safetensors").is_file():
+        import torch
+
+        from trainer.model import CONFIGS, GPT
+        from trainer.weights import save_hf_checkpoint
+
+        torch.manual_seed(0)
+        save_hf_checkpoint(GPT(CONFIGS["tiny"]), folder)
+    return Base("tiny", str(folder), label="random-tiny", notice=RANDOM_NOTICE, lr=1e-3, epochs=12)
+
+
+def _step(title: str) -> None:
+    print(f"\n== {title}", flush=True)
+
+
+def run_demo(
+    db_path: str | Path = "workbench-demo.db",
+    *,
+    weights: str | None = None,
+    judge_model: str = DEFAULT_JUDGE,
+    judge_host: str | None = None,
+    max_new_tokens: int = 64,
+    device: str = "auto",
+) -> str | None:
+    """Run every step into ``db_path`` (files beside it in ``<stem>-files/``); return the app's notice."""
+    from trainer.generate import generate_file
+    from trainer.train import finetune
+    from workbench import store
+    from workbench.bench import format_results, run_benchmark
+    from workbench.importing import import_path
+    from workbench.judge import format_summary, run_judge
+
+    db_path = Path(db_path)
+    work = db_path.with_name(db_path.stem + "-files")
+    work.mkdir(parents=True, exist_ok=True)
+
+    _step("choosing the base model")
+    base = choose_base(work, weights)
+    print(base.notice or f"fine-tuning from pretrained {base.weights}")
+
+    run_dir = work / f"{base.label}-sft"
+    _step(f"fine-tuning {base.label} on {SAMPLE_DATA.name} into {run_dir}")
+    summary = finetune(
+        data=SAMPLE_DATA,
+        out=run_dir,
+        model=base.model,
+        weights=base.weights,
+        epochs=base.epochs,
+        lr=base.lr,
+        batch_size=8,
+        resume=True,
+        name=run_dir.name,
+        device=device,
+    )
+    print({key: summary[key] for key in ("best_val_loss", "steps") if key in summary})
+
+    responses = work / "test-responses.json"
+    _step(f"generating test-set responses into {responses}")
+    generate_file(responses, run=run_dir, response_key=run_dir.name, max_new_tokens=max_new_tokens, device=device)
+    generate_file(
+        responses,
+        weights=base.weights,
+        data=SAMPLE_DATA,
+        style="alpaca",
+        response_key=base.label,
+        max_new_tokens=max_new_tokens,
+        device=device,
+    )
+
+    _step(f"importing into {db_path}")
+    db = store.open_db(db_path)
+    try:
+        for path in (SAMPLE_DATA, run_dir, responses):
+            print(import_path(db, path))
+    finally:
+        db.close()
+
+    _step(f"judging with Ollama ({judge_model})")
+    try:
+        print(format_summary(run_judge(db_path, judge_model, host=judge_host, concurrency=4, timeout=120)))
+    except UserError as exc:
+        print(
+            f"skipped: {exc}\n(start `ollama serve`, `ollama pull {judge_model}`, then `workbench judge "
+            f"--db {db_path} --judge-model {judge_model}`)"
+        )
+
+    _step(f"multiple-choice benchmark on {SAMPLE_MC}")
+    for source in ({"run": str(run_dir)}, {"hf_model": base.weights}):
+        outcome = run_benchmark(db_path, mmlu_dir=SAMPLE_MC, batch_size=16, **source)
+        print(f"{outcome['model']}{' (from the store)' if outcome['cached'] else ''}")
+        print(format_results(outcome["results"]))
+    return base.notice
+
+
+def _cli(args: argparse.Namespace) -> None:
+    notice = run_demo(
+        args.db, weights=args.weights, judge_model=args.judge_model, judge_host=args.host, device=args.device
+    )
+    if args.no_serve:
+        print(f"\ndone; `workbench serve --db {args.db}` opens the review app")
+        return
+    from workbench.app import serve
+
+    _step("review app")
+    serve(args.db, port=args.port, notice=notice)
 
 
 def add_cli(subparsers) -> None:
-    """Register this module's subcommands."""
+    """Register ``workbench demo``."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="fine-tune, generate, judge, benchmark and review the bundled sample, end to end",
+        description=__doc__.split("\n\n")[1],
+    )
+    parser.add_argument("--db", default="workbench-demo.db", help="database file (default: %(default)s)")
+    parser.add_argument(
+        "--weights",
+        help="a Hugging Face GPT-2 folder to start from (default: gpt2 if it can be had, else a random tiny model)",
+    )
+    parser.add_argument("--judge-model", default=DEFAULT_JUDGE, help="Ollama judge model (default: %(default)s)")
+    parser.add_argument("--host", help="Ollama server (default: $OLLAMA_HOST or http://localhost:11434)")
+    parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")
+    parser.add_argument("--port", type=int, default=7860, help="review app port (default: %(default)s)")
+    parser.add_argument("--no-serve", action="store_true", help="stop after the pipeline, without the app")
+    parser.set_defaults(func=_cli)

@@ -1,5 +1,582 @@
-"""Placeholder: the owning helper replaces this module."""
+"""``workbench import``, ``import-scores`` and ``export``: files in and out of the one SQLite store.
+
+The trainer writes files (run folders, response JSON); the workbench imports them. Every import is one
+transaction, so a bad entry or a ``kill -9`` halfway leaves the database exactly as it was, and re-importing
+the same file changes nothing because items are identified by a hash of their content.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+from tqdm import tqdm
+
+from trainer.errors import UserError
+from workbench import store
+
+ENTRY_KEYS = ("instruction", "input", "output")
+PREFERENCE_KEYS = ("chosen", "rejected")
+CHUNK = 1000  # entries per progress step; the transaction still spans the whole file
+EXPORT_FORMATS = ("json", "csv", "preferences")
 
 
-def add_cli(subparsers) -> None:
-    """Register this module's subcommands."""
+@dataclass
+class ImportSummary:
+    """What an import wrote, for the one-line report and for tests."""
+
+    kind: str
+    dataset: str | None = None
+    items: int = 0
+    models: list[str] = field(default_factory=list)
+    responses: int = 0
+    pairwise_grades: int = 0
+    scores: int = 0
+    metrics: int = 0
+    split_labels: int = 0
+
+    def describe(self) -> str:
+        parts = [f"{self.items} items"] if self.items else []
+        if self.models:
+            parts.append(f"{len(self.models)} model(s) ({', '.join(self.models)})")
+        for label in ("responses", "pairwise_grades", "scores", "metrics", "split_labels"):
+            if getattr(self, label):
+                parts.append(f"{getattr(self, label)} {label.replace('_', ' ')}")
+        target = f" into data set {self.dataset!r}" if self.dataset else ""
+        return f"imported {self.kind}{target}: {', '.join(parts) or 'nothing new'}"
+
+
+# --- reading and validating files ------------------------------------------------------------------------
+
+
+def read_json(path: Path) -> Any:
+    """Parse a JSON file (or JSON Lines for ``.jsonl``) with line and column in the error."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError as exc:
+        raise UserError(f"{path}: no such file") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UserError(f"{path}: cannot read ({exc})") from exc
+    if path.suffix == ".jsonl":
+        return [_parse(path, line, number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    return _parse(path, text, 1)
+
+
+def _parse(path: Path, text: str, first_line: int) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UserError(
+            f"{path}: malformed JSON at line {exc.lineno + first_line - 1}, column {exc.colno}: {exc.msg}"
+        ) from exc
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+def validate_entries(path: Path, data: Any) -> tuple[list[dict], list[str]]:
+    """Check the book's entry layout; return normalised entries and the extra (model response) keys.
+
+    Every key besides instruction/input/output holds one model's responses, so each must be a string (null or
+    absent means that model has no response for the entry).
+    """
+    if not isinstance(data, list):
+        raise UserError(f"{path}: expected a JSON list of entries, got a {_type_name(data)}")
+    if not data:
+        raise UserError(f"{path}: the list of entries is empty")
+    extra_keys: dict[str, None] = {}
+    entries = []
+    for index, entry in enumerate(data):
+        where = f"{path} entry {index}"
+        if not isinstance(entry, dict):
+            raise UserError(f"{where}: expected an object with 'instruction', got a {_type_name(entry)}")
+        if not isinstance(entry.get("instruction"), str):
+            raise UserError(f"{where}: 'instruction' must be a string, got {_type_name(entry.get('instruction'))}")
+        for key, value in entry.items():
+            optional = key != "instruction"
+            if not (isinstance(value, str) or (optional and value is None)):
+                role = "" if key in ENTRY_KEYS else " (a model's response)"
+                raise UserError(f"{where}: {key!r}{role} must be a string, got {_type_name(value)}")
+            if key not in ENTRY_KEYS:
+                extra_keys[key] = None
+        entries.append({**entry, "input": entry.get("input") or ""})
+    return entries, list(extra_keys)
+
+
+def meta_path_for(path: Path) -> Path | None:
+    """The trainer's ``FILE.meta.json`` beside a generation output, if there is one."""
+    for candidate in (
+        path.with_name(path.name.removesuffix(".json") + ".meta.json"),
+        Path(f"{path}.meta.json"),
+    ):
+        if candidate.is_file() and candidate != path:
+            return candidate
+    return None
+
+
+def _item_rows(dataset: str, entries: list[dict], *, first_position: int, split: str | None) -> list[dict]:
+    """Items with stable ids; repeated (instruction, input) pairs get an occurrence number."""
+    seen: Counter = Counter()
+    rows = []
+    for offset, entry in enumerate(entries):
+        key = (entry["instruction"], entry["input"])
+        rows.append(
+            {
+                "id": store.item_id(dataset, *key, occurrence=seen[key]),
+                "position": first_position + offset,
+                "instruction": entry["instruction"],
+                "input": entry["input"],
+                "reference_output": entry.get("output"),
+                "split": split,
+            }
+        )
+        seen[key] += 1
+    return rows
+
+
+def _chunks(rows: list, bar: tqdm) -> Iterator[list]:
+    for start in range(0, len(rows), CHUNK):
+        chunk = rows[start : start + CHUNK]
+        yield chunk
+        bar.update(len(chunk))
+
+
+# --- import ----------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _ModelSource:
+    """Where one model's responses come from in a file: its key, its name and (for generations) its run."""
+
+    key: str
+    name: str
+    kind: str = "responses"
+    run_dir: str | None = None
+    config: dict | None = None
+    decoding: dict | None = None
+
+
+def import_path(
+    db: sqlite_utils.Database,
+    path: str | Path,
+    *,
+    dataset: str | None = None,
+    model: str | None = None,
+    progress: bool = False,
+) -> ImportSummary:
+    """Detect what ``path`` is and import it in one transaction.
+
+    A folder with ``config.json`` is a trainer run; a JSON file is instruction data, preference data
+    (``chosen``/``rejected``), responses (extra keys) or, with ``FILE.meta.json`` beside it, trainer output.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if model is not None:
+            raise UserError("--model renames a response key; a run folder imports under its own name")
+        return import_run_folder(db, path)
+    entries, extra_keys = validate_entries(path, read_json(path))
+    meta_path = meta_path_for(path)
+    meta = read_json(meta_path) if meta_path else None
+    if meta is not None and not isinstance(meta, dict):
+        raise UserError(f"{meta_path}: expected a JSON object (the trainer's generation metadata)")
+    sources = _model_sources(meta, extra_keys)
+    if model is not None:
+        if len(sources) != 1:
+            raise UserError(f"{path}: --model needs exactly one response key, found {len(sources)}: {extra_keys}")
+        sources[0].name = model
+    if meta is not None:
+        kind, dataset = "generation output", dataset or _generation_dataset(meta, path)
+    elif all(key in extra_keys for key in PREFERENCE_KEYS):
+        kind = "preference data"
+    else:
+        kind = "responses" if sources else "instruction data"
+    dataset = dataset or path.stem
+    split = meta.get("split") if meta is not None and meta.get("split") != "all" else None
+    with store.transaction(db):
+        summary = _import_entries(db, path, entries, sources, dataset, kind, split=split, progress=progress)
+        if kind == "preference data":
+            summary.pairwise_grades = _record_preferences(db, dataset, entries)
+    return summary
+
+
+def _generation_dataset(meta: dict, path: Path) -> str:
+    """Generated responses line up with the data file they answer, so they join that data set's items."""
+    data = meta.get("data")
+    return Path(data).stem if isinstance(data, str) and data else path.stem
+
+
+def _model_sources(meta: dict | None, extra_keys: list[str]) -> list[_ModelSource]:
+    """One model per response key; keys described in the trainer's meta file are named after their run."""
+    records = (meta or {}).get("responses") or {}
+    if meta is not None and meta.get("response_key") and meta["response_key"] not in records:
+        records = {**records, meta["response_key"]: meta}
+    sources = []
+    for key in extra_keys:
+        record = records.get(key)
+        if not isinstance(record, dict):
+            sources.append(_ModelSource(key, key))
+            continue
+        run_name = record.get("name") or key
+        sources.append(
+            _ModelSource(
+                key,
+                run_name,
+                kind="run" if record.get("run") else "hf",
+                run_dir=record.get("run"),
+                config={k: v for k, v in record.items() if k != "responses"},
+                decoding=record.get("decoding"),
+            )
+        )
+    names = Counter(source.name for source in sources)
+    for source in sources:
+        if names[source.name] > 1:  # two generations of one run in one file stay two models
+            source.name = f"{source.name}:{source.key}"
+    return sources
+
+
+def _import_entries(
+    db: sqlite_utils.Database,
+    path: Path,
+    entries: list[dict],
+    sources: list[_ModelSource],
+    dataset: str,
+    kind: str,
+    *,
+    split: str | None,
+    progress: bool,
+) -> ImportSummary:
+    partial = kind == "generation output"
+    dataset_id = store.get_or_create_dataset(db, dataset, source=str(path.resolve()))
+    first_position = store.next_position(db, dataset_id) if partial else 0
+    items = _item_rows(dataset, entries, first_position=first_position, split=split)
+    summary = ImportSummary(kind, dataset, items=len(items), models=[s.name for s in sources])
+    total = len(items) * (1 + len(sources))
+    with tqdm(total=total, desc=f"import {path.name}", unit="row", disable=not progress) as bar:
+        for chunk in _chunks(items, bar):
+            store.add_items(db, dataset_id, chunk, keep_position=partial)
+        for source in sources:
+            model_id = store.get_or_create_model(db, source.name, source.kind, source.run_dir, source.config)
+            decoding_json = json.dumps(source.decoding, sort_keys=True) if source.decoding is not None else None
+            responses = [
+                {
+                    "item_id": item["id"],
+                    "text": entry[source.key],
+                    "decoding_json": decoding_json,
+                    "source": str(path.resolve()),
+                }
+                for item, entry in zip(items, entries, strict=True)
+                if entry.get(source.key) is not None
+            ]
+            for chunk in _chunks(responses, bar):
+                store.upsert_responses(db, model_id, chunk)
+            bar.update(len(items) - len(responses))
+            summary.responses += len(responses)
+    return summary
+
+
+def _record_preferences(db: sqlite_utils.Database, dataset: str, entries: list[dict]) -> int:
+    """Preference verdicts become pairwise grades (chosen preferred), so the DPO export rebuilds the file."""
+    reviewer_id = store.get_or_create_reviewer(db, f"import:{dataset}")
+    chosen_id, rejected_id = (store.model_id(db, key) for key in PREFERENCE_KEYS)
+    added = 0
+    for item, entry in zip(_item_rows(dataset, entries, first_position=0, split=None), entries, strict=True):
+        if entry.get("chosen") is None or entry.get("rejected") is None:
+            continue
+        if not store.pairwise_grade_exists(db, item["id"], chosen_id, rejected_id, reviewer_id, "left"):
+            store.add_pairwise_grade(db, item["id"], chosen_id, rejected_id, f"import:{dataset}", "left", False)
+            added += 1
+    return added
+
+
+def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary:
+    """A trainer run folder: the model (named after the run), its config and its metrics history."""
+    config_path = run_dir / "config.json"
+    if not config_path.is_file():
+        raise UserError(f"{run_dir}: not a trainer run folder (no config.json)")
+    config = read_json(config_path)
+    if not isinstance(config, dict):
+        raise UserError(f"{config_path}: expected a JSON object, got a {_type_name(config)}")
+    metrics = _read_metrics(run_dir / "metrics.jsonl")
+    name = config.get("name") or run_dir.name
+    if not isinstance(name, str):
+        raise UserError(f"{config_path}: 'name' must be a string, got {_type_name(name)}")
+    splits = _read_splits(run_dir / "split.json")
+    dataset = Path(config["data"]).stem if isinstance(config.get("data"), str) else None
+    with store.transaction(db):
+        model_id = store.get_or_create_model(db, name, "run", str(run_dir.resolve()), config)
+        store.replace_training_metrics(db, model_id, metrics)
+        labelled = store.set_item_splits(db, dataset, splits) if dataset in store.dataset_names(db) else 0
+    return ImportSummary(
+        "run folder",
+        dataset if labelled else None,
+        models=[name],
+        metrics=len(metrics),
+        split_labels=labelled,
+    )
+
+
+def _read_splits(path: Path) -> dict[str, list[int]]:
+    """The run's train/test/val file indices, used to label the training data's items when it is imported."""
+    if not path.is_file():
+        return {}
+    splits = read_json(path)
+    if not isinstance(splits, dict) or not all(
+        isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v) for v in splits.values()
+    ):
+        raise UserError(f"{path}: expected an object mapping split names to lists of entry indices")
+    return splits
+
+
+def _read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    rows = read_json(path)
+    for number, row in enumerate(rows, 1):
+        if not isinstance(row, dict) or isinstance(row.get("step"), bool) or not isinstance(row.get("step"), int):
+            raise UserError(f"{path} record {number}: expected an object with an integer 'step'")
+        for key in ("epoch", "tokens_seen", "train_loss", "val_loss"):
+            if row.get(key) is not None and not _is_number(row[key]):
+                raise UserError(f"{path} record {number}: {key!r} must be a number, got {_type_name(row[key])}")
+    return rows
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# --- import-scores ---------------------------------------------------------------------------------------
+
+
+def import_scores(
+    db: sqlite_utils.Database,
+    path: str | Path,
+    *,
+    judge: str,
+    response_key: str,
+    dataset: str | None = None,
+    score_range: tuple[float, float] = (0.0, 100.0),
+) -> ImportSummary:
+    """An external judge's scores: a list aligned with the data set's entries, or objects with ``item_id``."""
+    path = Path(path)
+    data = read_json(path)
+    if not isinstance(data, list) or not data:
+        raise UserError(f"{path}: expected a non-empty JSON list of scores, got {_type_name(data)}")
+    store.model_id(db, response_key)
+    dataset = dataset or _only_dataset_of(db, response_key)
+    responses = store.response_ids_by_item(db, response_key, dataset)
+    if all(isinstance(entry, dict) for entry in data):
+        rows = [_score_object(path, index, entry) for index, entry in enumerate(data)]
+    else:
+        rows = _aligned_scores(db, path, data, dataset)
+    with store.transaction(db):
+        judge_row = store.get_or_create_external_judge(db, judge, *score_range)
+        low, high = judge_row["score_min"], judge_row["score_max"]
+        for index, row in enumerate(rows):
+            where = f"{path} entry {index} (item {row['item_id']})"
+            if row["item_id"] not in responses:
+                raise UserError(f"{where}: model {response_key!r} has no response to this item in {dataset!r}")
+            if row["score"] is not None and not low <= row["score"] <= high:
+                raise UserError(f"{where}: score {row['score']:g} is outside judge {judge!r}'s range {low:g}-{high:g}")
+            row["response_id"] = responses.pop(row["item_id"])
+        store.upsert_external_scores(db, judge_row["id"], rows)
+    return ImportSummary("judge scores", dataset, models=[response_key], scores=len(rows))
+
+
+def _only_dataset_of(db: sqlite_utils.Database, model: str) -> str:
+    names = store.datasets_with_model(db, model)
+    if len(names) != 1:
+        raise UserError(f"model {model!r} has responses in {len(names)} data sets ({', '.join(names)}); pass --dataset")
+    return names[0]
+
+
+def _check_score(path: Path, index: int, value: Any) -> float | None:
+    if value is not None and not _is_number(value):
+        raise UserError(f"{path} entry {index}: a score must be a number or null, got {_type_name(value)}")
+    return value
+
+
+def _aligned_scores(db: sqlite_utils.Database, path: Path, data: list, dataset: str) -> list[dict]:
+    items = store.dataset_items(db, dataset)
+    if len(data) != len(items):
+        raise UserError(
+            f"{path}: {len(data)} scores but data set {dataset!r} has {len(items)} entries; nothing was imported"
+        )
+    return [
+        _score_row(item["id"], _check_score(path, index, value))
+        for index, (item, value) in enumerate(zip(items, data, strict=True))
+    ]
+
+
+def _score_object(path: Path, index: int, entry: dict) -> dict:
+    if not isinstance(entry.get("item_id"), str) or "score" not in entry:
+        raise UserError(f"{path} entry {index}: expected an object with 'item_id' (string) and 'score'")
+    row = _score_row(entry["item_id"], _check_score(path, index, entry["score"]))
+    for key in ("rationale", "raw_output", "error"):
+        if entry.get(key) is not None and not isinstance(entry[key], str):
+            raise UserError(f"{path} entry {index}: {key!r} must be a string, got {_type_name(entry[key])}")
+        row[key] = entry.get(key)
+    row["latency_s"] = _check_score(path, index, entry.get("latency_s"))
+    return row
+
+
+def _score_row(item_id: str, score: float | None) -> dict:
+    return {
+        "item_id": item_id,
+        "score": score,
+        "rationale": None,
+        "raw_output": None,
+        "latency_s": None,
+        "error": None if score is not None else "no score in the imported file",
+    }
+
+
+# --- export ----------------------------------------------------------------------------------------------
+
+
+def export_json(db: sqlite_utils.Database, dataset: str | None = None) -> list[dict]:
+    """The book's layout: each entry's instruction, input and output, then one key per model's response."""
+    dataset = dataset or _only_dataset(db)
+    entries: dict[str, dict] = {}
+    for item in store.dataset_items(db, dataset):
+        entry = {"instruction": item["instruction"], "input": item["input"]}
+        if item["reference_output"] is not None:
+            entry["output"] = item["reference_output"]
+        entries[item["id"]] = entry
+    for row in store.response_rows(db, dataset=dataset):
+        entries[row["item_id"]][row["model"]] = row["text"]
+    return list(entries.values())
+
+
+def export_preferences(db: sqlite_utils.Database, dataset: str | None = None) -> list[dict]:
+    """Chosen/rejected pairs for DPO from human pairwise grades: per item and model pair, the majority wins;
+    pairs the reviewers tied on (or split evenly) are left out."""
+    wins: dict[tuple, Counter] = defaultdict(Counter)
+    pairs: dict[tuple, dict] = {}
+    for row in store.pairwise_grade_rows(db, dataset):
+        key = (row["item_id"], *sorted((row["left_model"], row["right_model"])))
+        pairs.setdefault(key, row)
+        if row["preference"] != "tie":
+            winner = row["left_model"] if row["preference"] == "left" else row["right_model"]
+            wins[key][winner] += 1
+    preferences = []
+    for key, row in pairs.items():
+        ranked = wins[key].most_common()
+        if not ranked or (len(ranked) > 1 and ranked[0][1] == ranked[1][1]):
+            continue
+        texts = {row["left_model"]: row["left_text"], row["right_model"]: row["right_text"]}
+        chosen = ranked[0][0]
+        rejected = key[2] if chosen == key[1] else key[1]
+        entry = {"instruction": row["instruction"], "input": row["input"]}
+        if row["reference_output"] is not None:
+            entry["output"] = row["reference_output"]
+        preferences.append({**entry, "chosen": texts[chosen], "rejected": texts[rejected]})
+    return preferences
+
+
+def _plain_number(value: Any) -> Any:
+    """Scores are stored as REAL; a whole number is written as 3, not 3.0."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _only_dataset(db: sqlite_utils.Database) -> str:
+    names = store.dataset_names(db)
+    if len(names) != 1:
+        raise UserError(f"the database holds {len(names)} data sets ({', '.join(names) or 'none'}); pass --dataset")
+    return names[0]
+
+
+def export(db: sqlite_utils.Database, fmt: str, out: str | Path, *, dataset: str | None = None) -> int:
+    """Write an export file; returns the number of entries (json, preferences) or rows (csv) written."""
+    out = Path(out)
+    if not out.parent.is_dir():
+        raise UserError(f"{out}: folder {out.parent} does not exist")
+    if fmt == "csv":
+        rows = store.grades_and_scores_rows(db)
+        with out.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=store.CSV_COLUMNS)
+            writer.writeheader()
+            writer.writerows({key: _plain_number(value) for key, value in row.items()} for row in rows)
+        return len(rows)
+    if fmt == "json":
+        entries = export_json(db, dataset)
+    elif fmt == "preferences":
+        entries = export_preferences(db, dataset)
+    else:
+        raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
+    out.write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    return len(entries)
+
+
+# --- CLI -------------------------------------------------------------------------------------------------
+
+
+def _run_import(args: argparse.Namespace) -> None:
+    db = store.open_db(args.db)
+    print(import_path(db, args.file, dataset=args.dataset, model=args.model, progress=True).describe())
+
+
+def _run_import_scores(args: argparse.Namespace) -> None:
+    db = store.open_db(args.db)
+    summary = import_scores(
+        db,
+        args.file,
+        judge=args.judge,
+        response_key=args.response_key,
+        dataset=args.dataset,
+        score_range=tuple(args.score_range),
+    )
+    print(f"{summary.describe()} from judge {args.judge!r}")
+
+
+def _run_export(args: argparse.Namespace) -> None:
+    db = store.open_db(args.db)
+    count = export(db, args.format, args.out, dataset=args.dataset)
+    print(f"wrote {count} {'rows' if args.format == 'csv' else 'entries'} to {args.out}")
+
+
+def add_cli(subparsers: Any) -> None:
+    """Register ``import``, ``import-scores`` and ``export``."""
+    parser = subparsers.add_parser(
+        "import",
+        help="import instruction/response/preference data, a run folder or generation output",
+        description=import_path.__doc__,
+    )
+    parser.add_argument("file", type=Path, help="JSON/JSONL file or trainer run folder")
+    parser.add_argument("--db", required=True, type=Path, help="workbench SQLite file (created if missing)")
+    parser.add_argument("--dataset", help="data set name (default: the file's stem)")
+    parser.add_argument("--model", help="model name for a file with a single response key (default: the key)")
+    parser.set_defaults(func=_run_import)
+
+    parser = subparsers.add_parser(
+        "import-scores", help="import an external judge's scores", description=import_scores.__doc__
+    )
+    parser.add_argument("file", type=Path, help="JSON list of scores aligned with the entries, or of objects")
+    parser.add_argument("--db", required=True, type=Path)
+    parser.add_argument("--judge", required=True, help="judge name, e.g. gpt4")
+    parser.add_argument("--response-key", required=True, help="the model (response key) the scores are for")
+    parser.add_argument("--dataset", help="data set (default: the only one with this model's responses)")
+    parser.add_argument(
+        "--score-range",
+        nargs=2,
+        type=float,
+        default=[0.0, 100.0],
+        metavar=("MIN", "MAX"),
+        help="the judge's scale for a new judge (default 0 100)",
+    )
+    parser.set_defaults(func=_run_import_scores)
+
+    parser = subparsers.add_parser("export", help="export entries (book layout), grades as CSV, or DPO pairs")
+    parser.add_argument("--db", required=True, type=Path)
+    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--dataset", help="data set to export (json, preferences; default: the only one)")
+    parser.set_defaults(func=_run_export)

@@ -1,0 +1,250 @@
+"""Training throughput of our GPT-2 124M against transformers and a naive-attention model like the book's.
+
+One optimizer step = forward, backward and AdamW step on the same batch of 8 x 128 tokens, in fp32 and with
+bf16 autocast. The contenders run interleaved, one step each per round, because these machines are noisy;
+the matmul peak (MFU's denominator) is re-measured every round. Reports median tokens/s, MFU
+(6 x parameters x tokens/s over the peak of the same precision) and ratios.
+
+    python benchmarks/bench_train.py [--steps 5] [--batch-size 8] [--seq-len 128] [--device cpu]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from trainer.model import CONFIGS, GPT
+from trainer.train import loss_on_batch
+
+# --- the naive variant: the book's chapter 4 model (explicit masked softmax attention, untied head) --------
+
+
+class NaiveMultiHeadAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, context_length: int):
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.W_query = nn.Linear(dim, dim)
+        self.W_key = nn.Linear(dim, dim)
+        self.W_value = nn.Linear(dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self.register_buffer("mask", torch.triu(torch.ones(context_length, context_length), diagonal=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, steps, dim = x.shape
+        q, k, v = (
+            w(x).view(batch, steps, self.heads, self.head_dim).transpose(1, 2)
+            for w in (self.W_query, self.W_key, self.W_value)
+        )
+        scores = q @ k.transpose(2, 3)
+        scores.masked_fill_(self.mask.bool()[:steps, :steps], -torch.inf)
+        weights = torch.softmax(scores / self.head_dim**0.5, dim=-1)
+        context = (weights @ v).transpose(1, 2).contiguous().view(batch, steps, dim)
+        return self.out_proj(context)
+
+
+class NaiveLayerNorm(nn.Module):
+    def __init__(self, dim: int):
+        super().__init__()
+        self.eps = 1e-5
+        self.scale = nn.Parameter(torch.ones(dim))
+        self.shift = nn.Parameter(torch.zeros(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)
+        return self.scale * (x - mean) / torch.sqrt(var + self.eps) + self.shift
+
+
+class NaiveGELU(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 0.5 * x * (1 + torch.tanh(torch.sqrt(torch.tensor(2.0 / torch.pi)) * (x + 0.044715 * x**3)))
+
+
+class NaiveBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, context_length: int):
+        super().__init__()
+        self.att = NaiveMultiHeadAttention(dim, heads, context_length)
+        self.ff = nn.Sequential(nn.Linear(dim, 4 * dim), NaiveGELU(), nn.Linear(4 * dim, dim))
+        self.norm1, self.norm2 = NaiveLayerNorm(dim), NaiveLayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.att(self.norm1(x))
+        return x + self.ff(self.norm2(x))
+
+
+class NaiveGPT(nn.Module):
+    """The book's ``GPTModel`` (no dropout, as in its fine-tuning chapter)."""
+
+    def __init__(self, vocab: int, context_length: int, dim: int, heads: int, layers: int):
+        super().__init__()
+        self.tok_emb = nn.Embedding(vocab, dim)
+        self.pos_emb = nn.Embedding(context_length, dim)
+        self.trf_blocks = nn.Sequential(*(NaiveBlock(dim, heads, context_length) for _ in range(layers)))
+        self.final_norm = NaiveLayerNorm(dim)
+        self.out_head = nn.Linear(dim, vocab, bias=False)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.tok_emb(idx) + self.pos_emb(torch.arange(idx.shape[1], device=idx.device))
+        return self.out_head(self.final_norm(self.trf_blocks(x)))
+
+
+# --- contenders ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Contender:
+    name: str
+    step: Callable[[torch.Tensor, torch.Tensor], float]
+    precision: str  # "fp32" or "bf16": which matmul peak its MFU is measured against
+    seconds: list[float] = field(default_factory=list)
+
+
+def make_step(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    bf16: bool,
+    device: torch.device,
+    forward: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor],
+):
+    """One training step as the trainer does it: loss, backward, optimizer step, zeroed gradients."""
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16) if bf16 else contextlib.nullcontext()
+
+    def step(inputs: torch.Tensor, targets: torch.Tensor) -> float:
+        start = time.perf_counter()
+        with autocast:
+            loss = forward(model, inputs, targets)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - start
+
+    return step
+
+
+def hf_loss(model, inputs, targets):
+    logits = model(input_ids=inputs).logits
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def naive_loss(model, inputs, targets):
+    logits = model(inputs)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+
+
+def build_contenders(device: torch.device) -> tuple[list[Contender], int]:
+    """The six contenders, and our model's parameter count (MFU's numerator, the same work for all)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    config = CONFIGS["gpt2"]
+    torch.manual_seed(0)
+    ours = GPT(config).to(device).train()
+    ours_opt = torch.optim.AdamW(
+        ours.parameters(),
+        lr=5e-5,
+        weight_decay=0.1,
+        **({"fused": True} if device.type == "cuda" else {"foreach": True}),
+    )
+    hf_config = GPT2Config(
+        n_embd=config.emb_dim,
+        n_layer=config.n_layers,
+        n_head=config.n_heads,
+        n_positions=config.context_length,
+        resid_pdrop=0.0,
+        embd_pdrop=0.0,
+        attn_pdrop=0.0,
+        attn_implementation="sdpa",
+    )
+    hf = GPT2LMHeadModel(hf_config).to(device).train()
+    assert hf.config._attn_implementation == "sdpa"
+    hf_opt = torch.optim.AdamW(hf.parameters(), lr=5e-5, weight_decay=0.1)
+    naive = (
+        NaiveGPT(config.vocab_size, config.context_length, config.emb_dim, config.n_heads, config.n_layers)
+        .to(device)
+        .train()
+    )
+    naive_opt = torch.optim.AdamW(naive.parameters(), lr=5e-5, weight_decay=0.1)  # the book's call
+    contenders = []
+    for precision in ("fp32", "bf16"):
+        bf16 = precision == "bf16"
+        contenders += [
+            Contender(f"ours {precision}", make_step(ours, ours_opt, bf16, device, loss_on_batch), precision),
+            Contender(f"transformers sdpa {precision}", make_step(hf, hf_opt, bf16, device, hf_loss), precision),
+            Contender(f"naive (book) {precision}", make_step(naive, naive_opt, bf16, device, naive_loss), precision),
+        ]
+    return contenders, ours.num_parameters()
+
+
+def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repeats: int = 3) -> float:
+    """Best-of-``repeats`` FLOP/s of one square matmul: the machine's practical peak right now."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = float("inf")
+    for _ in range(repeats + 1):  # the first is a warm-up
+        start = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return 2 * size**3 / best
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=5, help="measured steps per contender (after 1 warm-up)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+        f"batch {args.batch_size} x {args.seq_len}"
+    )
+    contenders, parameters = build_contenders(device)
+    generator = torch.Generator().manual_seed(0)
+    tokens = args.batch_size * args.seq_len
+    batch = torch.randint(0, 50257, (args.batch_size, args.seq_len + 1), generator=generator).to(device)
+    inputs, targets = batch[:, :-1], batch[:, 1:]
+    peaks: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    for round_index in range(args.steps + 1):
+        peaks["fp32"].append(matmul_peak(torch.float32, device))
+        peaks["bf16"].append(matmul_peak(torch.bfloat16, device))
+        for contender in contenders:
+            seconds = contender.step(inputs, targets)
+            if round_index > 0:  # round 0 warms up allocators and kernels
+                contender.seconds.append(seconds)
+        print(
+            f"round {round_index}: "
+            + ", ".join(f"{c.name} {tokens / c.seconds[-1]:.0f} tok/s" for c in contenders if c.seconds),
+            flush=True,
+        )
+    peak = {precision: statistics.median(values) for precision, values in peaks.items()}
+    print(f"\nmatmul peak (median): fp32 {peak['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peak['bf16'] / 1e9:.0f} GFLOP/s")
+    rate = {c.name: tokens / statistics.median(c.seconds) for c in contenders}
+    print(f"{'contender':28} {'tokens/s':>9} {'s/step':>7} {'MFU':>6}")
+    for c in contenders:
+        mfu = 6 * parameters * rate[c.name] / peak[c.precision]
+        print(f"{c.name:28} {rate[c.name]:9.1f} {statistics.median(c.seconds):7.2f} {mfu:6.1%}")
+    print("\nratios (median tokens/s):")
+    for precision in ("fp32", "bf16"):
+        print(
+            f"  ours {precision} / transformers {precision}: "
+            f"{rate[f'ours {precision}'] / rate[f'transformers sdpa {precision}']:.2f}x"
+        )
+    for precision in ("fp32", "bf16"):
+        ratio = rate[f"ours {precision}"] / rate["naive (book) fp32"]
+        print(f"  ours {precision} / naive fp32: {ratio:.2f}x")
+
+
+if __name__ == "__main__":
+    main()

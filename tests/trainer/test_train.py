@@ -1,0 +1,208 @@
+"""Fine-tuning for real on the bundled sample: falling loss, run folder, early stopping, resume, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from trainer.checkpoint import load_run_model
+from trainer.data import InstructionDataset, collate, load_entries, split_entries
+from trainer.errors import UserError
+from trainer.train import finetune, loss_on_batch
+
+QUICK = {"model": "tiny", "batch_size": 2, "eval_batches": 1, "lr": 1e-3, "device": "cpu", "progress": False}
+
+
+def read_metrics(run_dir) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def first_val_batch_loss(model, data, tokenizer, batch_size: int) -> float:
+    """The validation loss as the trainer evaluates it with ``eval_batches=1``."""
+    val = split_entries(load_entries(data)).val[:batch_size]
+    inputs, targets = collate(InstructionDataset(val, tokenizer, "alpaca").examples)
+    with torch.no_grad():
+        return loss_on_batch(model.eval(), inputs, targets).item()
+
+
+def test_tiny_run_folder_and_falling_validation_loss(tiny_run, sample_data, tokenizer):
+    rows = read_metrics(tiny_run)
+    assert [row["step"] for row in rows] == [0, 2, 4]
+    assert set(rows[0]) == {"step", "epoch", "tokens_seen", "train_loss", "val_loss"}
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"] - 0.2
+    assert rows[0]["tokens_seen"] == 0 < rows[1]["tokens_seen"] < rows[2]["tokens_seen"]
+    assert rows[2]["epoch"] == pytest.approx(4 / 16)  # 66 train entries in batches of 4: 16 steps an epoch
+
+    config = json.loads((tiny_run / "config.json").read_text())
+    assert config["model_name"] == "tiny" and config["weights"] == "random" and config["style"] == "alpaca"
+    assert config["split"] == {"train": 66, "test": 7, "val": 5, "shuffle_seed": None}
+    assert json.loads((tiny_run / "split.json").read_text())["test"] == list(range(66, 73))
+    assert (tiny_run / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "val loss" in (tiny_run / "train.log").read_text()
+
+    best, run_config = load_run_model(tiny_run, "best")
+    assert not best.training and run_config == config
+    assert best.lm_head.weight is best.wte.weight
+    best_loss = first_val_batch_loss(best, sample_data, tokenizer, 4)
+    assert best_loss == pytest.approx(rows[-1]["val_loss"], abs=1e-4)
+
+
+def test_fine_tune_from_hf_weights_starts_from_them(tmp_path, tiny_hf_dir, sample_data, tokenizer):
+    from trainer.weights import load_pretrained
+
+    run_dir = tmp_path / "from-hf"
+    finetune(data=sample_data, out=run_dir, weights=str(tiny_hf_dir), max_steps=1, eval_every=1, **QUICK)
+    expected = first_val_batch_loss(load_pretrained(tiny_hf_dir), sample_data, tokenizer, 2)
+    assert read_metrics(run_dir)[0]["val_loss"] == pytest.approx(expected, abs=1e-4)
+    assert json.loads((run_dir / "config.json").read_text())["weights"] == str(tiny_hf_dir.resolve())
+
+
+@pytest.mark.slow
+def test_early_stopping_keeps_the_best_checkpoint(tmp_path, sample_data, tokenizer):
+    run_dir = tmp_path / "diverge"
+    settings = {**QUICK, "lr": 5.0}  # every Adam step moves each weight by ~5: the loss can only get worse
+    summary = finetune(data=sample_data, out=run_dir, max_steps=20, eval_every=1, patience=2, bf16=True, **settings)
+    rows = read_metrics(run_dir)
+    assert summary["stopped_early"] and summary["steps"] == 2
+    assert [row["step"] for row in rows] == [0, 1, 2]
+    assert rows[1]["val_loss"] > rows[0]["val_loss"] and rows[2]["val_loss"] > rows[0]["val_loss"]
+    assert summary["best_step"] == 0
+    best, _ = load_run_model(run_dir, "best")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        best_loss = first_val_batch_loss(best, sample_data, tokenizer, 2)
+    assert best_loss == pytest.approx(rows[0]["val_loss"], abs=1e-4)
+    assert "early stop at step 2" in (run_dir / "train.log").read_text()
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9_continues_the_same_curve(tmp_path, sample_data):
+    settings = {"max_steps": 12, "eval_every": 2, "seed": 5, **QUICK}
+    killed = tmp_path / "killed"
+    command = [
+        sys.executable,
+        "-m",
+        "trainer",
+        "finetune",
+        "--data",
+        str(sample_data),
+        "--model",
+        "tiny",
+        "--out",
+        str(killed),
+        "--max-steps",
+        "12",
+        "--eval-every",
+        "2",
+        "--seed",
+        "5",
+        "--batch-size",
+        "2",
+        "--eval-batches",
+        "1",
+        "--lr",
+        "1e-3",
+        "--device",
+        "cpu",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not read_metrics(killed) or read_metrics(killed)[-1]["step"] < 4:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert read_metrics(killed)[-1]["step"] < 12  # really interrupted mid-run
+
+    summary = finetune(data=sample_data, out=killed, resume=True, **settings)
+    reference = finetune(data=sample_data, out=tmp_path / "reference", **settings)
+    resumed_rows, reference_rows = read_metrics(killed), read_metrics(tmp_path / "reference")
+    assert [row["step"] for row in resumed_rows] == list(range(0, 13, 2))  # no step lost or repeated
+    for resumed, expected in zip(resumed_rows, reference_rows, strict=True):
+        assert resumed["tokens_seen"] == expected["tokens_seen"]
+        assert resumed["train_loss"] == pytest.approx(expected["train_loss"], abs=1e-4)
+        assert resumed["val_loss"] == pytest.approx(expected["val_loss"], abs=1e-4)
+    assert summary["tokens_seen"] == reference["tokens_seen"]
+
+
+def test_run_folder_misuse_is_refused(tmp_path, tiny_run, sample_data):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run, run_dir)
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        finetune(data=sample_data, out=run_dir, max_steps=4, **QUICK)
+    with pytest.raises(UserError, match=r"cannot resume, the run was made with different train\.batch_size"):
+        finetune(data=sample_data, out=run_dir, resume=True, max_steps=4, **QUICK)
+    config = json.loads((run_dir / "last" / "config.json").read_text())
+    (run_dir / "last" / "config.json").write_text(json.dumps({**config, "n_layers": 3}))
+    with pytest.raises(UserError, match="checkpoint is for model config"):
+        load_run_model(run_dir, "last")
+    with pytest.raises(UserError, match="unknown checkpoint 'final'"):
+        load_run_model(run_dir, "final")
+
+
+def test_bad_model_and_weights_are_user_errors(tmp_path, sample_data):
+    with pytest.raises(UserError, match="unknown model 'gpt5'"):
+        finetune(data=sample_data, out=tmp_path / "a", **{**QUICK, "model": "gpt5"})
+    with pytest.raises(UserError):
+        finetune(data=sample_data, out=tmp_path / "b", weights=str(tmp_path / "no-such-folder"), **QUICK)
+    with pytest.raises(UserError, match="fewer than one step needs"):
+        finetune(data=sample_data, out=tmp_path / "c", **{**QUICK, "batch_size": 100})
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_gloo(tmp_path, sample_data):
+    run_dir = tmp_path / "ddp"
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "trainer",
+        "finetune",
+        "--data",
+        str(sample_data),
+        "--model",
+        "tiny",
+        "--out",
+        str(run_dir),
+        "--max-steps",
+        "4",
+        "--eval-every",
+        "2",
+        "--batch-size",
+        "2",
+        "--grad-accum",
+        "2",
+        "--eval-batches",
+        "2",
+        "--lr",
+        "1e-3",
+        "--device",
+        "cpu",
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])  # printed by rank 0 only
+    rows = read_metrics(run_dir)
+    assert [row["step"] for row in rows] == [0, 2, 4]  # one line per evaluation: only rank 0 writes
+    assert rows[-1]["val_loss"] < rows[0]["val_loss"]
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["world_size"] == 2
+    # 4 steps x 2 processes x 2 micro-batches x 2 sequences: 16 per step summed over ranks
+    assert summary["steps"] == 4 and summary["epochs"] == pytest.approx(4 / 8)
+    assert summary["tokens_seen"] == rows[-1]["tokens_seen"] > 0
+    load_run_model(run_dir, "last")

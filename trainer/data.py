@@ -1,0 +1,215 @@
+"""Instruction data: load and validate files, format prompts, split, and batch for training.
+
+Entries are Alpaca-style dicts (``instruction``, optional ``input``, ``output``). Every problem with a file is
+a ``UserError`` that names the file and the entry index, because a data set of a thousand entries with one
+bad line is the common case, and a bare ``KeyError`` would not say which one.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from trainer.errors import UserError
+from trainer.tokenizer import END_OF_TEXT_ID
+
+STYLES = ("alpaca", "phi3")
+IGNORE_INDEX = -100  # cross_entropy's default ignore_index: targets with it add nothing to the loss
+
+ALPACA_PREAMBLE = (
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request."
+)
+RESPONSE_MARKERS = {"alpaca": "### Response:", "phi3": "<|assistant|>"}
+
+
+# --- loading and validation -------------------------------------------------------------------------------
+
+
+def load_entries(path: str | Path) -> list[dict]:
+    """Read a JSON list or a JSONL file of entries and validate every one of them.
+
+    ``input`` defaults to ""; extra keys (``model_response`` ...) are kept.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"data file not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+    records = _parse_jsonl(path, text) if path.suffix == ".jsonl" else _parse_json(path, text)
+    if not records:
+        raise UserError(f"{path}: the data set is empty")
+    return [_validate_entry(path, index, record) for index, record in enumerate(records)]
+
+
+def _parse_json(path: Path, text: str) -> list:
+    """A JSON list; a ``.json`` file holding one object per line is read as JSONL."""
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as exc:
+        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
+            return _parse_jsonl(path, text)
+        raise _malformed(path, exc.lineno, exc) from exc
+    if not isinstance(records, list):
+        raise UserError(f"{path}: expected a JSON list of entries (or JSONL), got {type(records).__name__}")
+    return records
+
+
+def _malformed(path: Path, line: int, exc: json.JSONDecodeError) -> UserError:
+    return UserError(f"{path}: malformed JSON at line {line}, column {exc.colno}: {exc.msg}")
+
+
+def _parse_jsonl(path: Path, text: str) -> list:
+    records = []
+    for line_number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise _malformed(path, line_number, exc) from exc
+    return records
+
+
+def _validate_entry(path: Path, index: int, record) -> dict:
+    where = f"{path}: entry {index}"
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: expected an object, got {type(record).__name__}")
+    for key in ("instruction", "output"):
+        if key not in record:
+            raise UserError(f"{where}: missing key {key!r}")
+    entry = {**record, "input": record.get("input", "")}
+    for key in ("instruction", "input", "output"):
+        if not isinstance(entry[key], str):
+            raise UserError(f"{where}: {key!r} must be a string, got {type(entry[key]).__name__}")
+    if not entry["output"].strip():
+        raise UserError(f"{where}: empty 'output'")
+    return entry
+
+
+# --- prompt styles ----------------------------------------------------------------------------------------
+
+
+def _check_style(style: str) -> None:
+    if style not in STYLES:
+        raise UserError(f"unknown prompt style {style!r}; choose one of {', '.join(STYLES)}")
+
+
+def format_prompt(entry: dict, style: str) -> str:
+    """The prompt up to and including the response marker (what generation continues from)."""
+    _check_style(style)
+    instruction, given = entry["instruction"], entry.get("input", "")
+    if style == "alpaca":
+        input_section = f"\n\n### Input:\n{given}" if given else ""
+        return f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}{input_section}\n\n### Response:"
+    input_section = f"\n{given}" if given else ""
+    return f"<|user|>\n{instruction}{input_section}\n<|assistant|>"
+
+
+def format_example(entry: dict, style: str) -> str:
+    """The full training text: the prompt, a newline, then the reference output."""
+    return f"{format_prompt(entry, style)}\n{entry['output']}"
+
+
+def extract_response(generated_text: str, style: str) -> str:
+    """The text after the (first) response marker, stripped; the whole text when the marker is absent."""
+    _check_style(style)
+    _, marker, response = generated_text.partition(RESPONSE_MARKERS[style])
+    return (response if marker else generated_text).strip()
+
+
+# --- split ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Split:
+    """The three parts of a data set (the entry objects themselves) and their indices in the file."""
+
+    train: list[dict]
+    test: list[dict]
+    val: list[dict]
+    indices: dict[str, list[int]]
+
+
+def split_entries(entries: Sequence[dict], *, seed: int | None = None) -> Split:
+    """85 % train, 10 % test, the rest val: in file order as the book does, or shuffled by ``seed``."""
+    order = list(range(len(entries)))
+    if seed is not None:
+        random.Random(seed).shuffle(order)
+    n_train, n_test = int(len(order) * 0.85), int(len(order) * 0.1)
+    indices = {
+        "train": order[:n_train],
+        "test": order[n_train : n_train + n_test],
+        "val": order[n_train + n_test :],
+    }
+    for part, chosen in indices.items():
+        if not chosen:
+            raise UserError(
+                f"the {part} split is empty ({len(entries)} entries); the 85/10/5 split needs at least 20 entries"
+            )
+    return Split(**{part: [entries[i] for i in chosen] for part, chosen in indices.items()}, indices=indices)
+
+
+# --- tokenized data set and collate -----------------------------------------------------------------------
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of ``text``; "<|endoftext|>" written in the data is plain text, never the special token."""
+    return tokenizer.encode(text, disallowed_special=())
+
+
+class InstructionDataset(Dataset):
+    """Entries tokenized once up front, each as (full example ids, prompt length in tokens)."""
+
+    def __init__(self, entries: Sequence[dict], tokenizer, style: str):
+        self.examples = [
+            (
+                encode(tokenizer, format_example(entry, style)),
+                len(encode(tokenizer, format_prompt(entry, style))),
+            )
+            for entry in entries
+        ]
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, index: int) -> tuple[list[int], int]:
+        return self.examples[index]
+
+
+def collate(
+    batch: Sequence[tuple[list[int], int]],
+    *,
+    pad_id: int = END_OF_TEXT_ID,
+    ignore_index: int = IGNORE_INDEX,
+    max_length: int | None = None,
+    mask_prompt: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Inputs and targets ``[batch, longest]`` for next-token training (the book's ``custom_collate_fn``).
+
+    Each sequence gets one end-of-text token (so the model learns to stop) and is padded with ``pad_id``;
+    targets are the inputs shifted by one, with every padding target after that first end-of-text set to
+    ``ignore_index``. With ``mask_prompt`` the targets that predict prompt tokens are ignored too, so the loss
+    is on the response alone. Both tensors are then truncated to ``max_length``.
+    """
+    longest = max(len(ids) + 1 for ids, _ in batch)
+    inputs, targets = [], []
+    for ids, prompt_length in batch:
+        padded = torch.tensor(ids + [pad_id] * (longest - len(ids)))
+        target = padded[1:].clone()
+        target[len(ids) :] = ignore_index  # position len(ids) - 1 predicts the end-of-text and is kept
+        if mask_prompt:
+            target[: prompt_length - 1] = ignore_index
+        inputs.append(padded[:-1])
+        targets.append(target)
+    inputs_tensor, targets_tensor = torch.stack(inputs), torch.stack(targets)
+    if max_length is not None:
+        inputs_tensor, targets_tensor = inputs_tensor[:, :max_length], targets_tensor[:, :max_length]
+    return inputs_tensor, targets_tensor

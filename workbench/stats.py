@@ -1,0 +1,299 @@
+"""Statistics for judge agreement, model ratings and paired comparisons: pure functions over plain arrays.
+
+scipy does the estimating (correlations, bootstrap, binomial and signed-rank tests, optimisation); this module
+only shapes the inputs and names the results, so the CLI and the review app report the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+from scipy import special, stats
+
+DEFAULT_RESAMPLES = 2000
+CONFIDENCE = 0.95
+ELO_SCALE = 400 / math.log(10)  # log-strength -> Elo points: a 400-point gap means 10:1 odds
+ELO_BASE = 1000.0
+KAPPA_WEIGHTS = (None, "linear", "quadratic")
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A point estimate with its bootstrap confidence interval."""
+
+    value: float
+    low: float
+    high: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Correlation:
+    method: str
+    value: float
+    p_value: float
+    n: int
+    low: float
+    high: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _rng(seed: int) -> np.random.Generator:
+    return np.random.default_rng(seed)
+
+
+def _bootstrap_interval(
+    data: tuple, statistic, *, paired: bool, vectorized: bool, resamples: int, seed: int
+) -> tuple[float, float]:
+    """Percentile interval of scipy's bootstrap distribution, skipping degenerate resamples.
+
+    With few ratings or many ties (a judge giving 100 to most answers) some resamples are constant and their
+    correlation is undefined (NaN); they are left out instead of turning the whole interval into NaN.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # scipy warns about each constant resample
+        result = stats.bootstrap(
+            data,
+            statistic,
+            paired=paired,
+            vectorized=vectorized,
+            n_resamples=resamples,
+            method="percentile",
+            rng=_rng(seed),
+        )
+        distribution = result.bootstrap_distribution
+    if np.all(np.isnan(distribution)):
+        return float("nan"), float("nan")
+    tail = (1 - CONFIDENCE) / 2 * 100
+    low, high = np.nanpercentile(distribution, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def _pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    return stats.pearsonr(x, y, axis=axis).statistic
+
+
+def _spearman(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Spearman's rho is Pearson's r of the (tie-averaged) ranks; written so to bootstrap all at once."""
+    return _pearson(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis)
+
+
+def _kendall(x: np.ndarray, y: np.ndarray) -> float:
+    return stats.kendalltau(x, y).statistic  # variant "b" (ties corrected) is scipy's default
+
+
+# method -> (scipy test with p-value, bootstrap statistic, whether the statistic takes an axis)
+_CORRELATIONS = {
+    "pearson": (stats.pearsonr, _pearson, True),
+    "spearman": (stats.spearmanr, _spearman, True),
+    "kendall": (stats.kendalltau, _kendall, False),
+}
+
+
+def correlations(
+    x: Sequence[float], y: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> list[Correlation]:
+    """Pearson, Spearman and Kendall tau-b of paired scores, each with p-value, n and a bootstrap CI."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError(f"paired scores need equal 1-D shapes, got {x.shape} and {y.shape}")
+    if len(x) < 3:
+        raise ValueError(f"correlations need at least 3 pairs, got {len(x)}")
+    results = []
+    for method, (test, statistic, vectorized) in _CORRELATIONS.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # constant input: the value is NaN, reported so
+            result = test(x, y)
+        low, high = _bootstrap_interval(
+            (x, y), statistic, paired=True, vectorized=vectorized, resamples=resamples, seed=seed
+        )
+        results.append(Correlation(method, float(result.statistic), float(result.pvalue), len(x), low, high))
+    return results
+
+
+def cohen_kappa(a: Sequence, b: Sequence, *, weights: str | None = None, categories: Sequence | None = None) -> float:
+    """Cohen's kappa of two raters over the same units; ``linear``/``quadratic`` weights for ordinal grades.
+
+    kappa = 1 - sum(w * observed) / sum(w * expected), with w the disagreement weight of each cell.
+    """
+    if weights not in KAPPA_WEIGHTS:
+        raise ValueError(f"weights must be one of {KAPPA_WEIGHTS}, got {weights!r}")
+    if len(a) != len(b) or not len(a):
+        raise ValueError(f"kappa needs two equally long, non-empty rating lists ({len(a)} and {len(b)})")
+    labels = sorted(set(a) | set(b)) if categories is None else list(categories)
+    index = {label: i for i, label in enumerate(labels)}
+    k = len(labels)
+    observed = np.zeros((k, k))
+    np.add.at(observed, ([index[v] for v in a], [index[v] for v in b]), 1)
+    observed /= observed.sum()
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
+    distance = np.abs(np.subtract.outer(np.arange(k), np.arange(k))).astype(float)
+    disagreement = {None: (distance > 0).astype(float), "linear": distance, "quadratic": distance**2}[weights]
+    expected_disagreement = (disagreement * expected).sum()
+    if expected_disagreement == 0:
+        return float("nan")  # both raters used a single, identical category: kappa is undefined
+    return float(1 - (disagreement * observed).sum() / expected_disagreement)
+
+
+def krippendorff_alpha(ratings: Sequence[Sequence[float]], *, level: str = "ordinal") -> float:
+    """Krippendorff's alpha for raters x units (NaN = not rated); handles missing ratings and many raters."""
+    import krippendorff
+
+    data = np.asarray(ratings, dtype=float)
+    if data.ndim != 2 or data.shape[0] < 2:
+        raise ValueError(f"alpha needs a raters x units table with at least 2 raters, got shape {data.shape}")
+    if np.unique(data[~np.isnan(data)]).size < 2:
+        return float("nan")  # a single value everywhere: no variation to agree about
+    return float(krippendorff.alpha(reliability_data=data, level_of_measurement=level))
+
+
+# --- pairwise outcomes: win rates, Bradley-Terry, Elo ----------------------------------------------------
+
+# An outcome is (model_a, model_b, result) with result 1.0 (a won), 0.0 (b won) or 0.5 (tie).
+Outcome = tuple[str, str, float]
+
+
+def win_rates(outcomes: Sequence[Outcome]) -> dict[str, dict]:
+    """Wins, losses and ties per model; the win rate counts a tie as half a win."""
+    table: dict[str, dict] = {}
+    for a, b, result in outcomes:
+        for model, score in ((a, result), (b, 1 - result)):
+            row = table.setdefault(model, {"wins": 0, "losses": 0, "ties": 0, "n": 0})
+            row["n"] += 1
+            row["wins" if score == 1 else "losses" if score == 0 else "ties"] += 1
+    for row in table.values():
+        row["win_rate"] = (row["wins"] + row["ties"] / 2) / row["n"]
+    return dict(sorted(table.items()))
+
+
+def _fit_bradley_terry(
+    size: int, a: np.ndarray, b: np.ndarray, result: np.ndarray, weights: np.ndarray, ridge: float
+) -> np.ndarray:
+    """Maximum-likelihood log-strengths (mean 0) for each row of ``weights`` (counts of distinct outcomes).
+
+    Newton steps on all bootstrap resamples at once (a few models, so the Hessians are tiny); the small ridge
+    keeps a model that never lost finite and makes the problem strictly convex.
+    """
+    design = np.zeros((len(a), size))
+    design[np.arange(len(a)), a] += 1
+    design[np.arange(len(a)), b] -= 1
+    theta = np.zeros((len(weights), size))
+    for _ in range(100):
+        p = special.expit(theta @ design.T)
+        grad = (weights * (p - result)) @ design + 2 * ridge * theta
+        hessian = np.einsum("rk,ki,kj->rij", weights * p * (1 - p), design, design) + 2 * ridge * np.eye(size)
+        step = np.clip(np.linalg.solve(hessian, grad[..., None])[..., 0], -2, 2)
+        theta -= step
+        if np.abs(step).max() < 1e-9:
+            break
+    return theta - theta.mean(axis=1, keepdims=True)
+
+
+def bradley_terry(
+    outcomes: Sequence[Outcome], *, resamples: int = 1000, seed: int = 0, ridge: float = 0.01
+) -> dict[str, Estimate]:
+    """Bradley-Terry ratings on the Elo scale (mean 1000) with bootstrap CIs over the comparisons.
+
+    A tie counts as half a win for each side. Unlike online Elo, the fit does not depend on grading order.
+    Identical outcomes are pooled with counts, so a bootstrap resample is a multinomial draw of those counts.
+    """
+    if not outcomes:
+        return {}
+    models = sorted({m for a, b, _ in outcomes for m in (a, b)})
+    index = {m: i for i, m in enumerate(models)}
+    distinct, counts = np.unique(
+        np.array([(index[a], index[b], 2 * result) for a, b, result in outcomes], dtype=int),
+        axis=0,
+        return_counts=True,
+    )
+    a, b, result = distinct[:, 0], distinct[:, 1], distinct[:, 2] / 2
+    theta = _fit_bradley_terry(len(models), a, b, result, counts[None, :].astype(float), ridge)[0]
+    draws = _rng(seed).multinomial(len(outcomes), counts / counts.sum(), size=resamples)
+    samples = _fit_bradley_terry(len(models), a, b, result, draws.astype(float), ridge)
+    tail = (1 - CONFIDENCE) / 2 * 100
+    lows, highs = np.percentile(samples, [tail, 100 - tail], axis=0)
+
+    def elo(log_strength: float) -> float:
+        return float(ELO_BASE + ELO_SCALE * log_strength)
+
+    return {m: Estimate(elo(theta[i]), elo(lows[i]), elo(highs[i])) for i, m in enumerate(models)}
+
+
+def elo_ratings(outcomes: Sequence[Outcome], *, k: float = 32, initial: float = ELO_BASE) -> dict[str, float]:
+    """Online Elo in the given (grading) order, as chess rates players."""
+    ratings: dict[str, float] = {}
+    for a, b, result in outcomes:
+        ra, rb = ratings.setdefault(a, initial), ratings.setdefault(b, initial)
+        expected_a = 1 / (1 + 10 ** ((rb - ra) / 400))
+        ratings[a] = ra + k * (result - expected_a)
+        ratings[b] = rb - k * (result - expected_a)
+    return dict(sorted(ratings.items()))
+
+
+# --- paired comparisons ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of (b - a) over the same items, its bootstrap CI and Wilcoxon's signed-rank p-value."""
+
+    n: int
+    mean_a: float
+    mean_b: float
+    mean_difference: float
+    low: float
+    high: float
+    p_value: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def paired_difference(
+    a: Sequence[float], b: Sequence[float], *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0
+) -> PairedDifference:
+    """Is b better than a on the same items? A CI that excludes 0 says the gap is not resampling noise."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or len(a) < 2:
+        raise ValueError(f"paired scores need equal lengths of at least 2, got {len(a)} and {len(b)}")
+    difference = b - a
+    low, high = _bootstrap_interval(
+        (difference,), np.mean, paired=False, vectorized=True, resamples=resamples, seed=seed
+    )
+    p_value = float(stats.wilcoxon(difference).pvalue) if np.any(difference) else 1.0
+    means = float(a.mean()), float(b.mean()), float(difference.mean())
+    return PairedDifference(len(a), *means, low, high, p_value)
+
+
+@dataclass(frozen=True)
+class McNemar:
+    """Questions only a got right (``only_a``) against those only b got right; exact binomial p-value."""
+
+    n: int
+    accuracy_a: float
+    accuracy_b: float
+    only_a: int
+    only_b: int
+    p_value: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNemar:
+    """McNemar's exact test: under H0 the discordant questions split 50/50 between the two models."""
+    a, b = np.asarray(correct_a, dtype=bool), np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape or not len(a):
+        raise ValueError(f"McNemar needs two equally long, non-empty lists, got {len(a)} and {len(b)}")
+    only_a, only_b = int(np.sum(a & ~b)), int(np.sum(~a & b))
+    discordant = only_a + only_b
+    p_value = float(stats.binomtest(only_b, discordant, 0.5).pvalue) if discordant else 1.0
+    return McNemar(len(a), float(a.mean()), float(b.mean()), only_a, only_b, p_value)

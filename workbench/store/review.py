@@ -1,0 +1,580 @@
+"""Read (and a few write) queries behind the review app: queues, progress, blind pairs and calibration.
+
+The app never writes SQL itself; every query here takes plain names (data set, model, reviewer, judge) so that
+the same function serves the browser, the tests and anyone scripting against the database file.
+Judge scores stay on each judge's own scale; where they meet human grades (1-5) they are mapped linearly from
+``[score_min, score_max]`` (0-100 when a judge does not say) onto 1-5.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import sqlite_utils
+
+from workbench.store.core import HUMAN_SCORE_RANGE, reviewer_names
+
+# A blind pair comes back only after this many other blind votes, so the reviewer cannot simply remember it.
+REPEAT_MIN_GAP = 3
+
+# A judge's per-response mean (over repeats), also mapped onto the 1-5 grade scale (HUMAN_SCORE_RANGE).
+_JUDGE_MEANS_SQL = """
+SELECT js.response_id, j.name AS judge, AVG(js.score) AS score,
+       1 + 4.0 * (AVG(js.score) - COALESCE(j.score_min, 0))
+             / NULLIF(COALESCE(j.score_max, 100) - COALESCE(j.score_min, 0), 0) AS on_grade_scale
+FROM judge_scores js JOIN judges j ON j.id = js.judge_id
+WHERE js.score IS NOT NULL
+GROUP BY js.response_id, js.judge_id
+"""
+
+
+def _in_clause(column: str, values: Sequence, params: dict, prefix: str) -> str:
+    """``column IN (:prefix0, ...)`` with the values bound into ``params``."""
+    names = []
+    for index, value in enumerate(values):
+        params[f"{prefix}{index}"] = value
+        names.append(f":{prefix}{index}")
+    return f"{column} IN ({', '.join(names)})"
+
+
+def _response_scope(dataset: str | None, models: Sequence[str] | None, split: str | None, params: dict) -> str:
+    """WHERE conditions (on aliases i, d, m) restricting responses to a data set, models and split."""
+    conditions = ["1 = 1"]
+    if dataset:
+        params["dataset"] = dataset
+        conditions.append("d.name = :dataset")
+    if models:
+        conditions.append(_in_clause("m.name", list(models), params, "model"))
+    if split:
+        params["split"] = split
+        conditions.append("i.split = :split")
+    return " AND ".join(conditions)
+
+
+# --- names for the app's drop-downs -------------------------------------------------------------------------
+
+
+def models_with_responses(db: sqlite_utils.Database, dataset: str | None = None) -> list[str]:
+    """Models with at least one response (in ``dataset`` when given), in the order they were added."""
+    params: dict = {}
+    scope = _response_scope(dataset, None, None, params)
+    sql = f"""
+        SELECT m.name FROM models m
+        WHERE EXISTS (SELECT 1 FROM responses r JOIN items i ON i.id = r.item_id
+                      JOIN datasets d ON d.id = i.dataset_id WHERE r.model_id = m.id AND {scope})
+        ORDER BY m.id"""
+    return [row[0] for row in db.execute(sql, params).fetchall()]
+
+
+def split_names(db: sqlite_utils.Database, dataset: str | None = None) -> list[str]:
+    params: dict = {}
+    scope = _response_scope(dataset, None, None, params)
+    sql = f"""SELECT DISTINCT i.split FROM items i JOIN datasets d ON d.id = i.dataset_id
+              WHERE i.split IS NOT NULL AND {scope} ORDER BY i.split"""
+    return [row[0] for row in db.execute(sql, params).fetchall()]
+
+
+def score_judge_names(db: sqlite_utils.Database) -> list[str]:
+    """Judges that score single responses (pairwise judges feed the leaderboard instead)."""
+    return [row[0] for row in db.execute("SELECT name FROM judges WHERE mode = 'score' ORDER BY id")]
+
+
+# --- queues -------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """What a reviewer asked to see. ``judge``/``score_*`` filter on the judge's own scale."""
+
+    dataset: str | None = None
+    models: tuple[str, ...] = ()
+    split: str | None = None
+    ungraded_for: str | None = None
+    judge: str | None = None
+    score_min: float | None = None
+    score_max: float | None = None
+    flagged: bool = False
+    # "position" (file order) or "disagreement" (judge vs human gap, largest first)
+    order: str = "position"
+
+
+QUEUE_ORDERS = ("position", "disagreement")
+
+
+def review_queue(db: sqlite_utils.Database, queue: QueueFilter) -> list[dict]:
+    """Items matching ``queue``, one row each with counts and the judge/human means of its responses.
+
+    ``disagreement`` is the largest gap on the 1-5 scale between a response's mean human grade and its
+    mean judge score; ``judge_spread`` is the largest gap between judges on one response (used to rank items
+    that no human has graded yet).
+    """
+    if queue.order not in QUEUE_ORDERS:
+        raise ValueError(f"unknown queue order {queue.order!r}; expected one of {QUEUE_ORDERS}")
+    params: dict = {"me": queue.ungraded_for or "", "judge": queue.judge or ""}
+    scope = _response_scope(queue.dataset, queue.models, queue.split, params)
+    having = ["1 = 1"]
+    if queue.ungraded_for:
+        having.append("SUM(mine) < COUNT(*)")
+    if queue.flagged:
+        having.append("SUM(flagged) > 0")
+    params["lo"] = queue.score_min if queue.score_min is not None else float("-inf")
+    params["hi"] = queue.score_max if queue.score_max is not None else float("inf")
+    if queue.score_min is not None or queue.score_max is not None:
+        having.append("SUM(in_range) > 0")
+    order = {
+        "position": "d.name, i.position",
+        "disagreement": "disagreement IS NULL, disagreement DESC, judge_spread DESC, d.name, i.position",
+    }[queue.order]
+    sql = f"""
+    WITH judge_means AS ({_JUDGE_MEANS_SQL}),
+    scoped AS (
+        SELECT r.id AS response_id, r.item_id,
+               COALESCE(r.injection_flag, '') != '' AS flagged,
+               EXISTS (SELECT 1 FROM grades g JOIN reviewers rv ON rv.id = g.reviewer_id
+                       WHERE g.response_id = r.id AND rv.name = :me) AS mine,
+               (SELECT AVG(g.score) FROM grades g WHERE g.response_id = r.id) AS human,
+               (SELECT AVG(on_grade_scale) FROM judge_means jm
+                WHERE jm.response_id = r.id AND (:judge = '' OR jm.judge = :judge)) AS judge,
+               (SELECT MAX(on_grade_scale) - MIN(on_grade_scale) FROM judge_means jm
+                WHERE jm.response_id = r.id) AS judge_spread,
+               EXISTS (SELECT 1 FROM judge_means jm WHERE jm.response_id = r.id
+                       AND (:judge = '' OR jm.judge = :judge)
+                       AND jm.score BETWEEN :lo AND :hi) AS in_range
+        FROM responses r JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
+        JOIN models m ON m.id = r.model_id
+        WHERE {scope}
+    )
+    SELECT i.id AS item_id, d.name AS dataset, i.position, i.split, i.instruction,
+           COUNT(*) AS responses, SUM(mine) AS graded_by_me, SUM(flagged) AS flagged,
+           ROUND(AVG(judge), 2) AS mean_judge_1to5, ROUND(AVG(human), 2) AS mean_grade,
+           ROUND(MAX(ABS(human - judge)), 2) AS disagreement, ROUND(MAX(judge_spread), 2) AS judge_spread
+    FROM scoped JOIN items i ON i.id = scoped.item_id JOIN datasets d ON d.id = i.dataset_id
+    GROUP BY i.id
+    HAVING {" AND ".join(having)}
+    ORDER BY {order}
+    """
+    return list(db.query(sql, params))
+
+
+def next_item(db: sqlite_utils.Database, queue: QueueFilter, *, after: str | None = None) -> str | None:
+    """The queue's item after ``after`` (wrapping round to the start), or None for an empty queue."""
+    item_ids = [row["item_id"] for row in review_queue(db, queue)]
+    if not item_ids:
+        return None
+    if after in item_ids:
+        index = item_ids.index(after) + 1
+        return item_ids[index % len(item_ids)]
+    return item_ids[0]
+
+
+# --- one item, side by side ---------------------------------------------------------------------------------
+
+
+def item_view(
+    db: sqlite_utils.Database, item_id: str, models: Sequence[str], reviewer: str | None = None
+) -> dict | None:
+    """An item with the responses of ``models`` (in that order), judge scores and ``reviewer``'s grades."""
+    item = next(
+        db.query(
+            """SELECT i.id AS item_id, d.name AS dataset, i.position, i.split, i.instruction, i.input,
+                      i.reference_output
+               FROM items i JOIN datasets d ON d.id = i.dataset_id WHERE i.id = ?""",
+            [item_id],
+        ),
+        None,
+    )
+    if item is None:
+        return None
+    params: dict = {"item": item_id, "me": reviewer or ""}
+    scope = _in_clause("m.name", list(models), params, "model") if models else "1 = 1"
+    rows = list(
+        db.query(
+            f"""SELECT r.id AS response_id, m.name AS model, r.text, r.injection_flag,
+                       g.score AS my_grade, g.comment AS my_comment,
+                       (SELECT COUNT(*) FROM grades a WHERE a.response_id = r.id) AS grades,
+                       (SELECT ROUND(AVG(a.score), 2) FROM grades a WHERE a.response_id = r.id) AS mean_grade
+                FROM responses r JOIN models m ON m.id = r.model_id
+                LEFT JOIN reviewers rv ON rv.name = :me
+                LEFT JOIN grades g ON g.response_id = r.id AND g.reviewer_id = rv.id
+                WHERE r.item_id = :item AND {scope}""",
+            params,
+        )
+    )
+    order = {name: index for index, name in enumerate(models)}
+    rows.sort(key=lambda row: order.get(row["model"], len(order)))
+    for row in rows:
+        row["judge_scores"] = list(
+            db.query(
+                """SELECT j.name AS judge, js.repeat, js.score, j.score_min, j.score_max, js.rationale,
+                          js.error FROM judge_scores js JOIN judges j ON j.id = js.judge_id
+                   WHERE js.response_id = ? ORDER BY j.id, js.repeat""",
+                [row["response_id"]],
+            )
+        )
+    item["responses"] = rows
+    item["my_preference"] = my_preference(db, item_id, reviewer) if reviewer else None
+    return item
+
+
+def my_preference(db: sqlite_utils.Database, item_id: str, reviewer: str) -> str | None:
+    """The model this reviewer marked better on this item in the Review tab, "tie", or None."""
+    rows = list(
+        db.query(
+            """SELECT pg.preference, l.name AS left_model, r.name AS right_model
+               FROM pairwise_grades pg JOIN reviewers rv ON rv.id = pg.reviewer_id
+               JOIN models l ON l.id = pg.left_model_id JOIN models r ON r.id = pg.right_model_id
+               WHERE pg.item_id = ? AND rv.name = ? AND pg.blind = 0 ORDER BY pg.id""",
+            [item_id, reviewer],
+        )
+    )
+    winners = {
+        row["left_model"] if row["preference"] == "left" else row["right_model"]
+        for row in rows
+        if row["preference"] != "tie"
+    }
+    if len(winners) == 1:
+        return winners.pop()
+    return "tie" if rows and not winners else None
+
+
+def clear_open_preferences(db: sqlite_utils.Database, item_id: str, reviewer: str) -> None:
+    """Drop a reviewer's earlier non-blind better/tie marks on an item before they mark it again.
+
+    Call inside the caller's transaction, together with the new marks, so a re-save never double counts.
+    """
+    db.execute(
+        """DELETE FROM pairwise_grades WHERE item_id = ? AND blind = 0
+           AND reviewer_id = (SELECT id FROM reviewers WHERE name = ?)""",
+        [item_id, reviewer],
+    )
+
+
+# --- progress -----------------------------------------------------------------------------------------------
+
+
+def progress(
+    db: sqlite_utils.Database,
+    reviewer: str | None = None,
+    *,
+    dataset: str | None = None,
+    models: Sequence[str] | None = None,
+) -> dict:
+    """Responses in scope, how many ``reviewer`` graded, how many anyone graded, and all grades given."""
+    params: dict = {"me": reviewer or ""}
+    scope = _response_scope(dataset, models, None, params)
+    sql = f"""
+    SELECT COUNT(*) AS total,
+           COALESCE(SUM(EXISTS (SELECT 1 FROM grades g JOIN reviewers rv ON rv.id = g.reviewer_id
+                                WHERE g.response_id = r.id AND rv.name = :me)), 0) AS mine,
+           COALESCE(SUM(EXISTS (SELECT 1 FROM grades g WHERE g.response_id = r.id)), 0) AS anyone,
+           COALESCE(SUM((SELECT COUNT(*) FROM grades g WHERE g.response_id = r.id)), 0) AS grades,
+           COUNT(DISTINCT r.item_id) AS items
+    FROM responses r JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
+    JOIN models m ON m.id = r.model_id WHERE {scope}
+    """
+    return next(db.query(sql, params))
+
+
+# --- blind A/B ----------------------------------------------------------------------------------------------
+
+
+def next_blind_pair(
+    db: sqlite_utils.Database,
+    reviewer: str,
+    *,
+    dataset: str | None = None,
+    models: Sequence[str] | None = None,
+    repeat_share: float = 0.1,
+    rng: random.Random | None = None,
+) -> dict | None:
+    """A pair of responses to one item for a blind vote, sides at random, or None when nothing is left.
+
+    With probability ``repeat_share`` (and whenever no fresh pair is left) an earlier blind vote of this
+    reviewer comes back with its sides swapped; ``repeat_of`` then holds that vote's id. Votes younger than
+    ``REPEAT_MIN_GAP`` blind votes are not repeated yet.
+    """
+    rng = rng or random.Random()
+    repeats = _repeatable_votes(db, reviewer, dataset, models)
+    fresh = _fresh_pairs(db, reviewer, dataset, models)
+    if repeats and (not fresh or rng.random() < repeat_share):
+        vote = rng.choice(repeats)
+        left, right, repeat_of = vote["right_model"], vote["left_model"], vote["id"]
+        item_id = vote["item_id"]
+    elif fresh:
+        pair = rng.choice(fresh)
+        left, right = rng.sample([pair["model_a"], pair["model_b"]], 2)
+        item_id, repeat_of = pair["item_id"], None
+    else:
+        return None
+    item = next(
+        db.query("SELECT id AS item_id, instruction, input, reference_output FROM items WHERE id = ?", [item_id])
+    )
+    texts = dict(
+        db.execute(
+            """SELECT m.name, r.text FROM responses r JOIN models m ON m.id = r.model_id
+               WHERE r.item_id = ? AND m.name IN (?, ?)""",
+            [item_id, left, right],
+        ).fetchall()
+    )
+    return {
+        **item,
+        "left_model": left,
+        "right_model": right,
+        "left_text": texts[left],
+        "right_text": texts[right],
+        "repeat_of": repeat_of,
+    }
+
+
+def _fresh_pairs(db, reviewer: str, dataset: str | None, models: Sequence[str] | None) -> list[dict]:
+    """(item, model pair) combinations this reviewer has not voted on blind, in either side order."""
+    params: dict = {"me": reviewer}
+    scope = _response_scope(dataset, models, None, params)
+    scope_b = scope.replace("m.name", "mb.name")
+    sql = f"""
+    SELECT ra.item_id, m.name AS model_a, mb.name AS model_b
+    FROM responses ra JOIN responses rb ON rb.item_id = ra.item_id AND rb.model_id > ra.model_id
+    JOIN items i ON i.id = ra.item_id JOIN datasets d ON d.id = i.dataset_id
+    JOIN models m ON m.id = ra.model_id JOIN models mb ON mb.id = rb.model_id
+    WHERE {scope} AND {scope_b} AND NOT EXISTS (
+        SELECT 1 FROM pairwise_grades pg JOIN reviewers rv ON rv.id = pg.reviewer_id
+        WHERE rv.name = :me AND pg.blind = 1 AND pg.item_id = ra.item_id
+          AND ((pg.left_model_id = ra.model_id AND pg.right_model_id = rb.model_id)
+            OR (pg.left_model_id = rb.model_id AND pg.right_model_id = ra.model_id)))
+    ORDER BY d.name, i.position, ra.model_id, rb.model_id
+    """
+    return list(db.query(sql, params))
+
+
+def _repeatable_votes(db, reviewer: str, dataset: str | None, models: Sequence[str] | None) -> list[dict]:
+    """First-time blind votes of this reviewer not yet re-asked and at least REPEAT_MIN_GAP votes old."""
+    params: dict = {"me": reviewer, "gap": REPEAT_MIN_GAP}
+    scope = _response_scope(dataset, models, None, params)
+    scope_right = scope.replace("m.name", "mr.name")
+    sql = f"""
+    WITH mine AS (
+        SELECT pg.* FROM pairwise_grades pg JOIN reviewers rv ON rv.id = pg.reviewer_id
+        WHERE rv.name = :me AND pg.blind = 1
+    )
+    SELECT pg.id, pg.item_id, m.name AS left_model, mr.name AS right_model
+    FROM mine pg JOIN items i ON i.id = pg.item_id JOIN datasets d ON d.id = i.dataset_id
+    JOIN models m ON m.id = pg.left_model_id JOIN models mr ON mr.id = pg.right_model_id
+    WHERE pg.repeat_of IS NULL AND {scope} AND {scope_right}
+      AND NOT EXISTS (SELECT 1 FROM mine again WHERE again.repeat_of = pg.id)
+      AND (SELECT COUNT(*) FROM mine later WHERE later.id > pg.id) >= :gap
+    ORDER BY pg.id
+    """
+    return list(db.query(sql, params))
+
+
+# --- calibration --------------------------------------------------------------------------------------------
+
+
+def reviewer_consistency(db: sqlite_utils.Database) -> list[dict]:
+    """Per reviewer: blind votes, share of decided votes for the left (first) side, and self-consistency.
+
+    A repeated pair is consistent when both votes prefer the same model (sides were swapped) or both tie.
+    """
+    sql = """
+    SELECT rv.name AS reviewer,
+           COUNT(pg.id) AS blind_votes,
+           SUM(pg.preference = 'left') * 1.0 / NULLIF(SUM(pg.preference != 'tie'), 0) AS first_position_share,
+           (SELECT COUNT(*) FROM pairwise_grades again
+            WHERE again.reviewer_id = rv.id AND again.repeat_of IS NOT NULL) AS repeats,
+           (SELECT SUM((first.preference = 'tie' AND again.preference = 'tie')
+                    OR (first.preference = 'left' AND again.preference = 'right')
+                    OR (first.preference = 'right' AND again.preference = 'left'))
+            FROM pairwise_grades again JOIN pairwise_grades first ON first.id = again.repeat_of
+            WHERE again.reviewer_id = rv.id) AS consistent
+    FROM reviewers rv JOIN pairwise_grades pg ON pg.reviewer_id = rv.id AND pg.blind = 1
+    GROUP BY rv.id ORDER BY rv.name
+    """
+    rows = list(db.query(sql))
+    for row in rows:
+        row["self_consistency"] = row["consistent"] / row["repeats"] if row["repeats"] else None
+    return rows
+
+
+def judge_position_bias(db: sqlite_utils.Database) -> list[dict]:
+    """Per pairwise judge: comparisons, share of decided verdicts for whichever answer was shown first, and
+    the share of comparisons whose verdict survived swapping the order."""
+    sql = """
+    SELECT j.name AS judge, COUNT(*) AS comparisons,
+           (SUM(jp.verdict_ab = 'A') + SUM(jp.verdict_ba = 'B')) * 1.0
+             / NULLIF(SUM(jp.verdict_ab IN ('A', 'B')) + SUM(jp.verdict_ba IN ('A', 'B')), 0)
+             AS first_position_share,
+           AVG(jp.consistent) AS consistency
+    FROM judge_pairwise jp JOIN judges j ON j.id = jp.judge_id
+    WHERE jp.error IS NULL
+    GROUP BY j.id ORDER BY j.name
+    """
+    return list(db.query(sql))
+
+
+# --- raters, for agreement statistics ----------------------------------------------------------------------
+
+HUMANS = "humans (mean grade)"
+
+
+def rater_names(db: sqlite_utils.Database) -> list[str]:
+    """Everyone who scores responses: ``judge:NAME``, ``reviewer:NAME`` and the humans' mean grade."""
+    judges = [f"judge:{name}" for name in score_judge_names(db)]
+    reviewers = [f"reviewer:{name}" for name in reviewer_names(db)]
+    return judges + ([HUMANS] if reviewers else []) + reviewers
+
+
+def rater_scores(
+    db: sqlite_utils.Database,
+    rater: str,
+    *,
+    dataset: str | None = None,
+    models: Sequence[str] | None = None,
+) -> dict[int, float]:
+    """response id -> score of one rater (a judge on its own scale, averaged over repeats; humans 1-5)."""
+    params: dict = {}
+    scope = _response_scope(dataset, models, None, params)
+    if rater == HUMANS:
+        source = "SELECT response_id, AVG(score) AS score FROM grades GROUP BY response_id"
+    elif rater.startswith("judge:"):
+        params["rater"] = rater.removeprefix("judge:")
+        source = f"SELECT response_id, score FROM ({_JUDGE_MEANS_SQL}) WHERE judge = :rater"
+    elif rater.startswith("reviewer:"):
+        params["rater"] = rater.removeprefix("reviewer:")
+        source = """SELECT g.response_id, g.score FROM grades g JOIN reviewers rv ON rv.id = g.reviewer_id
+                    WHERE rv.name = :rater"""
+    else:
+        raise ValueError(f"unknown rater {rater!r}; expected judge:NAME, reviewer:NAME or {HUMANS!r}")
+    sql = f"""SELECT s.response_id, s.score FROM ({source}) s JOIN responses r ON r.id = s.response_id
+              JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
+              JOIN models m ON m.id = r.model_id WHERE {scope}"""
+    return {response_id: score for response_id, score in db.execute(sql, params).fetchall()}
+
+
+def rater_scale(db: sqlite_utils.Database, rater: str) -> tuple[float, float]:
+    """The (min, max) of a rater's scale: the judge's declared range, or 1-5 for humans."""
+    if rater.startswith("judge:"):
+        row = db.execute(
+            "SELECT COALESCE(score_min, 0), COALESCE(score_max, 100) FROM judges WHERE name = ?",
+            [rater.removeprefix("judge:")],
+        ).fetchone()
+        if row:
+            return float(row[0]), float(row[1])
+    return float(HUMAN_SCORE_RANGE[0]), float(HUMAN_SCORE_RANGE[1])
+
+
+# --- leaderboard --------------------------------------------------------------------------------------------
+
+
+def model_summary(db: sqlite_utils.Database, *, dataset: str | None = None) -> list[dict]:
+    """Per model: responses, human grades and their mean, and the mean score of each judge (own scale)."""
+    params: dict = {}
+    scope = _response_scope(dataset, None, None, params)
+    rows = list(
+        db.query(
+            f"""SELECT m.name AS model, COUNT(DISTINCT r.id) AS responses, COUNT(g.id) AS grades,
+                       ROUND(AVG(g.score), 3) AS mean_grade
+                FROM responses r JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
+                JOIN models m ON m.id = r.model_id LEFT JOIN grades g ON g.response_id = r.id
+                WHERE {scope} GROUP BY m.id ORDER BY m.id""",
+            params,
+        )
+    )
+    judge_means = db.execute(
+        f"""SELECT m.name, jm.judge, ROUND(AVG(jm.score), 3)
+            FROM ({_JUDGE_MEANS_SQL}) jm JOIN responses r ON r.id = jm.response_id
+            JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
+            JOIN models m ON m.id = r.model_id WHERE {scope} GROUP BY m.id, jm.judge""",
+        params,
+    ).fetchall()
+    by_model = {row["model"]: row for row in rows}
+    for model, judge, mean in judge_means:
+        by_model[model].setdefault("judges", {})[judge] = mean
+    for row in rows:
+        row.setdefault("judges", {})
+    return rows
+
+
+def pairwise_outcomes(
+    db: sqlite_utils.Database, *, source: str = "human", dataset: str | None = None
+) -> list[tuple[str, str, float]]:
+    """(model_a, model_b, result) per comparison: 1.0 when a won, 0.0 when b won, 0.5 for a tie
+    (the outcome format of ``workbench.stats``).
+
+    ``source="human"``: every pairwise grade except the swapped-side repeats (they measure the reviewer, not
+    the models); ``source="judge"``: pairwise judge verdicts (order-swapped and reconciled already).
+    """
+    params: dict = {}
+    scope = _response_scope(dataset, None, None, params)
+    if source == "human":
+        sql = f"""SELECT a.name, b.name, CASE pg.preference WHEN 'left' THEN 1.0 WHEN 'right' THEN 0.0
+                         ELSE 0.5 END
+                  FROM pairwise_grades pg JOIN models a ON a.id = pg.left_model_id
+                  JOIN models b ON b.id = pg.right_model_id JOIN items i ON i.id = pg.item_id
+                  JOIN datasets d ON d.id = i.dataset_id
+                  WHERE pg.repeat_of IS NULL AND {scope} ORDER BY pg.id"""
+    elif source == "judge":
+        sql = f"""SELECT a.name, b.name, CASE jp.winner WHEN 'A' THEN 1.0 WHEN 'B' THEN 0.0 ELSE 0.5 END
+                  FROM judge_pairwise jp JOIN models a ON a.id = jp.model_a_id
+                  JOIN models b ON b.id = jp.model_b_id JOIN items i ON i.id = jp.item_id
+                  JOIN datasets d ON d.id = i.dataset_id
+                  WHERE jp.winner IS NOT NULL AND jp.error IS NULL AND {scope} ORDER BY jp.id"""
+    else:
+        raise ValueError(f"unknown source {source!r}; expected 'human' or 'judge'")
+    return [tuple(row) for row in db.execute(sql, params).fetchall()]
+
+
+def score_outcomes(
+    db: sqlite_utils.Database, rater: str, *, dataset: str | None = None
+) -> list[tuple[str, str, float]]:
+    """(model_a, model_b, result) per item and model pair from one rater's single-response scores.
+
+    The higher-scored response wins, equal scores tie; this turns judge scores (and grades) into the same
+    comparisons as pairwise votes so that every rater gets win rates and a rating.
+    """
+    scores = rater_scores(db, rater, dataset=dataset)
+    by_item: dict[str, list[tuple[int, str, float]]] = {}
+    for response_id, item, model_id, model in db.execute(
+        "SELECT r.id, r.item_id, r.model_id, m.name FROM responses r JOIN models m ON m.id = r.model_id"
+    ).fetchall():
+        if response_id in scores:
+            by_item.setdefault(item, []).append((model_id, model, scores[response_id]))
+    outcomes = []
+    for entries in by_item.values():
+        entries.sort()
+        for index, (_, model_a, score_a) in enumerate(entries):
+            for _, model_b, score_b in entries[index + 1 :]:
+                result = 1.0 if score_a > score_b else 0.0 if score_b > score_a else 0.5
+                outcomes.append((model_a, model_b, result))
+    return outcomes
+
+
+# --- benchmarks and training --------------------------------------------------------------------------------
+
+
+def benchmark_accuracy(db: sqlite_utils.Database) -> list[dict]:
+    """Each model's overall accuracies per task (``acc``, MMLU's ``acc_macro``/``acc_micro``, ...) from its
+    newest run of that task, for the leaderboard."""
+    return list(
+        db.query(
+            """SELECT m.name AS model, br.task, br.metric, br.value AS accuracy, br.stderr, br.n
+               FROM benchmark_results br JOIN benchmark_runs run ON run.id = br.benchmark_run_id
+               JOIN models m ON m.id = run.model_id
+               WHERE br.subject IS NULL AND br.metric LIKE 'acc%'
+                 AND run.id = (SELECT MAX(r2.id) FROM benchmark_runs r2 JOIN benchmark_results b2
+                               ON b2.benchmark_run_id = r2.id
+                               WHERE r2.model_id = run.model_id AND b2.task = br.task)
+               ORDER BY br.task, br.metric, m.id"""
+        )
+    )
+
+
+def training_models(db: sqlite_utils.Database) -> list[str]:
+    return [
+        row[0]
+        for row in db.execute(
+            "SELECT m.name FROM models m "
+            "WHERE EXISTS (SELECT 1 FROM training_metrics t WHERE t.model_id = m.id) ORDER BY m.id"
+        )
+    ]

@@ -1,0 +1,256 @@
+"""The workbench's one SQLite file: tables, indexes, forward migrations and ``open_db``.
+
+Everything (data sets, runs, responses, judge scores, human grades, benchmarks) lives in one file so that a
+user can copy it, open it in ``sqlite-utils`` or ``datasette`` and never lose a grade. Migrations only move
+forward; a file written by a newer workbench is refused rather than silently misread.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import sqlite_utils
+
+from trainer.errors import UserError
+
+# Long enough for 8 processes writing grades at once to queue behind each other instead of failing.
+BUSY_TIMEOUT_MS = 60_000
+
+SCHEMA_V1 = """
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT
+);
+CREATE TABLE datasets (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    source TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE items (
+    id TEXT PRIMARY KEY,
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    position INTEGER NOT NULL,
+    instruction TEXT NOT NULL,
+    input TEXT NOT NULL DEFAULT '',
+    reference_output TEXT,
+    split TEXT
+);
+CREATE INDEX items_dataset_position ON items(dataset_id, position);
+CREATE TABLE models (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('responses', 'run', 'hf')),
+    run_dir TEXT,
+    config_json TEXT,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE training_metrics (
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    step INTEGER NOT NULL,
+    epoch REAL,
+    tokens_seen INTEGER,
+    train_loss REAL,
+    val_loss REAL,
+    PRIMARY KEY (model_id, step)
+);
+CREATE TABLE responses (
+    id INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL REFERENCES items(id),
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    text TEXT NOT NULL,
+    decoding_json TEXT,
+    source TEXT,
+    injection_flag TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (item_id, model_id)
+);
+CREATE INDEX responses_model ON responses(model_id);
+CREATE TABLE judges (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('external', 'ollama')),
+    model TEXT,
+    digest TEXT,
+    template_hash TEXT,
+    options_json TEXT,
+    mode TEXT NOT NULL DEFAULT 'score' CHECK (mode IN ('score', 'pairwise')),
+    score_min REAL,
+    score_max REAL,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE judge_scores (
+    id INTEGER PRIMARY KEY,
+    response_id INTEGER NOT NULL REFERENCES responses(id),
+    judge_id INTEGER NOT NULL REFERENCES judges(id),
+    repeat INTEGER NOT NULL DEFAULT 0,
+    score REAL,
+    rationale TEXT,
+    raw_output TEXT,
+    latency_s REAL,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (response_id, judge_id, repeat)
+);
+CREATE INDEX judge_scores_judge ON judge_scores(judge_id);
+CREATE TABLE judge_pairwise (
+    id INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL REFERENCES items(id),
+    model_a_id INTEGER NOT NULL REFERENCES models(id),
+    model_b_id INTEGER NOT NULL REFERENCES models(id),
+    judge_id INTEGER NOT NULL REFERENCES judges(id),
+    repeat INTEGER NOT NULL DEFAULT 0,
+    verdict_ab TEXT CHECK (verdict_ab IN ('A', 'B', 'tie')),
+    verdict_ba TEXT CHECK (verdict_ba IN ('A', 'B', 'tie')),
+    winner TEXT CHECK (winner IN ('A', 'B', 'tie')),
+    consistent INTEGER,
+    raw_output TEXT,
+    latency_s REAL,
+    error TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (item_id, model_a_id, model_b_id, judge_id, repeat)
+);
+CREATE INDEX judge_pairwise_judge ON judge_pairwise(judge_id);
+CREATE TABLE reviewers (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    created_at TEXT NOT NULL
+);
+CREATE TABLE grades (
+    id INTEGER PRIMARY KEY,
+    response_id INTEGER NOT NULL REFERENCES responses(id),
+    reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
+    score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    UNIQUE (response_id, reviewer_id)
+);
+CREATE INDEX grades_reviewer ON grades(reviewer_id);
+CREATE TABLE pairwise_grades (
+    id INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL REFERENCES items(id),
+    left_model_id INTEGER NOT NULL REFERENCES models(id),
+    right_model_id INTEGER NOT NULL REFERENCES models(id),
+    reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
+    preference TEXT NOT NULL CHECK (preference IN ('left', 'right', 'tie')),
+    blind INTEGER NOT NULL DEFAULT 1,
+    repeat_of INTEGER REFERENCES pairwise_grades(id),
+    comment TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    CHECK (left_model_id != right_model_id)
+);
+CREATE INDEX pairwise_grades_item ON pairwise_grades(item_id);
+CREATE INDEX pairwise_grades_reviewer ON pairwise_grades(reviewer_id);
+CREATE TABLE benchmark_runs (
+    id INTEGER PRIMARY KEY,
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    cache_key TEXT NOT NULL UNIQUE,
+    tasks TEXT NOT NULL,
+    num_fewshot INTEGER,
+    limit_n INTEGER,
+    settings_json TEXT,
+    lm_eval_version TEXT,
+    started_at TEXT,
+    finished_at TEXT
+);
+CREATE INDEX benchmark_runs_model ON benchmark_runs(model_id);
+CREATE TABLE benchmark_results (
+    id INTEGER PRIMARY KEY,
+    benchmark_run_id INTEGER NOT NULL REFERENCES benchmark_runs(id),
+    task TEXT NOT NULL,
+    subject TEXT,
+    metric TEXT NOT NULL,
+    value REAL,
+    stderr REAL,
+    n INTEGER,
+    shots INTEGER,
+    limit_n INTEGER
+);
+CREATE INDEX benchmark_results_run ON benchmark_results(benchmark_run_id);
+CREATE TABLE benchmark_samples (
+    id INTEGER PRIMARY KEY,
+    benchmark_run_id INTEGER NOT NULL REFERENCES benchmark_runs(id),
+    task TEXT NOT NULL,
+    subject TEXT,
+    doc_id INTEGER NOT NULL,
+    prompt TEXT,
+    choices_json TEXT,
+    model_choice INTEGER,
+    correct_choice INTEGER,
+    correct INTEGER,
+    loglikelihoods_json TEXT
+);
+CREATE INDEX benchmark_samples_run ON benchmark_samples(benchmark_run_id, task, subject, doc_id);
+"""
+
+
+def _migrate_to_v1(db: sqlite_utils.Database) -> None:
+    db.executescript(SCHEMA_V1)  # inside the open transaction sqlite-utils runs it without committing
+
+
+# MIGRATIONS[i] brings a database from version i to version i + 1. Append only; never edit a shipped one.
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def schema_version(db: sqlite_utils.Database) -> int:
+    """The version recorded in ``meta`` (0 for an empty file)."""
+    if not db["meta"].exists():
+        return 0
+    row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def _refuse_newer(path: Path, version: int) -> None:
+    if version > SCHEMA_VERSION:
+        raise UserError(
+            f"{path}: database schema version {version} is newer than this workbench supports "
+            f"({SCHEMA_VERSION}); upgrade the workbench to open it"
+        )
+
+
+def open_db(path: str | Path) -> sqlite_utils.Database:
+    """Open (creating or migrating as needed) the workbench database at ``path``.
+
+    WAL lets the review app read while an import writes; the busy timeout lets concurrent writers queue.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise UserError(f"{path}: folder {path.parent} does not exist; create it first")
+    if path.is_dir():
+        raise UserError(f"{path} is a folder; give a database file path such as {path / 'workbench.db'}")
+    try:
+        db = sqlite_utils.Database(path)
+        db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        db.execute("PRAGMA foreign_keys = ON")
+        version = schema_version(db)
+    except sqlite3.DatabaseError as exc:
+        raise UserError(f"{path}: not a workbench database ({exc})") from exc
+    _refuse_newer(path, version)
+    if db.journal_mode != "wal":
+        db.enable_wal()
+    if version < SCHEMA_VERSION:
+        _migrate(db, path)
+    return db
+
+
+def _migrate(db: sqlite_utils.Database, path: Path) -> None:
+    """Apply pending migrations in one write transaction (another process may have migrated meanwhile)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = schema_version(db)
+        _refuse_newer(path, version)
+        for migration in MIGRATIONS[version:]:
+            migration(db)
+        db.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            [str(SCHEMA_VERSION)],
+        )
+    except BaseException:
+        db.rollback()
+        raise
+    db.commit()
