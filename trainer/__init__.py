@@ -1,6 +1,5 @@
-"""Instruction fine-tuning of GPT-2, as in chapter 7 of *Build a Large Language Model (From Scratch)*."""
+"""Instruction fine-tuning of GPT-2, as in chapter 7 of *Build a Large Language Model (From Scratch)*.
 
-from trainer.errors import UserError
-from trainer.model import CONFIGS, GPT, GPTConfig
-
-__all__ = ["CONFIGS", "GPT", "GPTConfig", "UserError"]
+Modules: ``model`` (GPT-2 with a KV cache), ``weights`` (OpenAI's weights in the Hugging Face layout),
+``tokenizer``, ``data`` (formats, split, collate), ``train``, ``generate``, ``checkpoint``.
+"""

@@ -5,23 +5,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trainer import generate, train
 from trainer.errors import UserError
-
-# Each module adds its subcommand with ``add_cli(subparsers)`` and sets ``func`` to a handler taking the args.
-COMMAND_MODULES = (train, generate)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    for module in COMMAND_MODULES:
+    from trainer import generate, train  # they import torch: not needed by run_command's other users
+
+    # Each module adds its subcommand with ``add_cli(subparsers)`` and sets ``func`` to a handler taking the args.
+    for module in (train, generate):
         module.add_cli(subparsers)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and call the chosen subcommand; a UserError is one line on stderr and exit code 2."""
+    args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
     except UserError as exc:
@@ -30,3 +30,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_command(build_parser(), argv)

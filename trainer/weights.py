@@ -31,7 +31,7 @@ IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
 def load_pretrained(name_or_dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> GPT:
     """GPT-2 from a local folder in the Hugging Face layout, or by model name (downloaded when online)."""
     folder = _resolve_folder(name_or_dir)
-    config = _read_config(folder)
+    config = read_config(folder)
     with torch.device("meta"):  # skip the random initialisation: every tensor is replaced below
         model = GPT(config)
     expected = {name: tuple(p.shape) for name, p in model.state_dict().items() if name != "lm_head.weight"}
@@ -109,7 +109,8 @@ def _download(name: str) -> Path:
     return Path(path).parent
 
 
-def _read_config(folder: Path) -> GPTConfig:
+def read_config(folder: Path) -> GPTConfig:
+    """The model shape from a Hugging Face GPT-2 folder's ``config.json``."""
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise UserError(f"{path}: missing (a Hugging Face GPT-2 folder has it beside {WEIGHTS_FILE})")

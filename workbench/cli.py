@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
-from trainer.errors import UserError
-from workbench import analysis, app, bench, demo, importing, judge
+from trainer.cli import run_command
+from workbench import analysis, bench, demo, importing, judge, serve
 
 # Each module adds its subcommands with ``add_cli(subparsers)`` and sets ``func`` to a handler taking the args.
-COMMAND_MODULES = (demo, importing, analysis, judge, bench, app)
+COMMAND_MODULES = (demo, importing, analysis, judge, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,12 +20,4 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args) or 0
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser(), argv)

@@ -60,10 +60,22 @@ def _pretrained_available() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and _hub_reachable()
 
 
+def _config_name(folder: Path) -> str:
+    """The name of the GPT-2 size stored in a Hugging Face folder (fine-tuning checks the shape by name)."""
+    from trainer.model import CONFIGS
+    from trainer.weights import read_config
+
+    config = read_config(folder)
+    for name, known in CONFIGS.items():
+        if (known.emb_dim, known.n_layers, known.n_heads) == (config.emb_dim, config.n_layers, config.n_heads):
+            return name
+    raise UserError(f"{folder}: not one of the GPT-2 sizes ({', '.join(CONFIGS)})")
+
+
 def choose_base(work: Path, weights: str | None = None) -> Base:
     """Pretrained GPT-2 when possible; otherwise a random ``tiny`` GPT written in the Hugging Face layout."""
     if weights is not None:
-        return Base("gpt2", weights, label=Path(weights).name or weights)
+        return Base(_config_name(Path(weights)), weights, label=Path(weights).resolve().name)
     if _pretrained_available():
         return Base("gpt2", PRETRAINED, label=PRETRAINED)
     folder = work / "random-tiny"
@@ -140,7 +152,7 @@ def run_demo(
     db = store.open_db(db_path)
     try:
         for path in (SAMPLE_DATA, run_dir, responses):
-            print(import_path(db, path))
+            print(import_path(db, path).describe())
     finally:
         db.close()
 
@@ -168,7 +180,7 @@ def _cli(args: argparse.Namespace) -> None:
     if args.no_serve:
         print(f"\ndone; `workbench serve --db {args.db}` opens the review app")
         return
-    from workbench.app import serve
+    from workbench.serve import serve
 
     _step("review app")
     serve(args.db, port=args.port, notice=notice)

@@ -10,7 +10,19 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from workbench import importing, store
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 BOOK_MODELS = ("model 1 response", "model 2 response")
 # (judge, model, score file): 0-100 scores aligned with eval-example-data.json. The shared
@@ -68,3 +80,14 @@ def _snapshot(db_file: Path) -> dict[str, list[tuple]]:
         return {table: db.execute(f"SELECT * FROM [{table}] ORDER BY rowid").fetchall() for table in tables}
     finally:
         db.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    require(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

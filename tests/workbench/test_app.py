@@ -17,21 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, require
+from tests.conftest import REPO
 from trainer.errors import UserError
 from workbench import app, importing, store
+from workbench.serve import read_auth
 from workbench.store.review import REPEAT_MIN_GAP
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 BOOK = "eval-example-data"
 MODEL_1, MODEL_2 = "model 1 response", "model 2 response"
 XSS_SCRIPT = "<script>window.__xss=1</script>"
@@ -184,17 +175,6 @@ def server(app_db):
     blocks, url = _start(app_db)
     yield url
     blocks.close()
-
-
-@pytest.fixture(scope="session")
-def browser():
-    require(CHROMIUM.exists(), f"{CHROMIUM} not installed (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -619,9 +599,9 @@ def test_score_outcomes_turn_scores_into_comparisons(graded_db):
 def test_read_auth_parses_pairs_and_files(tmp_path):
     auth_file = tmp_path / "logins.txt"
     auth_file.write_text("# reviewers\nann:pa:ss\n\nben:x\n")
-    assert app.read_auth(["cy:z"], auth_file) == [("cy", "z"), ("ann", "pa:ss"), ("ben", "x")]
+    assert read_auth(["cy:z"], auth_file) == [("cy", "z"), ("ann", "pa:ss"), ("ben", "x")]
     with pytest.raises(UserError, match="line 2: expected USER:PASS"):
-        app.read_auth([], _write(tmp_path / "bad.txt", "ok:1\nnocolon\n"))
+        read_auth([], _write(tmp_path / "bad.txt", "ok:1\nnocolon\n"))
 
 
 def _write(path: Path, text: str) -> Path:
