@@ -11,7 +11,8 @@ book's instruction file in the alpaca style, greedy, 64 new tokens, for GPT-2 12
   recomputed for every new token, with our model's plain forward. It makes ~4 tokens/s, so it runs on the
   first ``--book-prompts`` prompts only; tokens/s is a rate, so its figure compares with the others.
 
-The contenders run interleaved in one process, one batch each in turn (the machine is noisy). Tokens/s counts
+The contenders run interleaved in one process, batch by batch, each spread over the whole run (the machine
+is noisy and shared). Tokens/s counts
 new tokens (end-of-text excluded). With random weights the rows rarely reach end-of-text, so dropping
 finished rows is not exercised by the default run; ``--stop-token auto`` makes every contender also stop at
 the token random greedy decoding emits most, which ends rows at different steps and exercises it.
@@ -78,19 +79,29 @@ def hf_generate(hf_model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
     return [row[: row.index(eos_id)] if eos_id in row else row for row in rows]
 
 
+Job = tuple[list[int], Callable[[], list[list[int]]]]  # prompt indices, and what generates their new tokens
+
+
 @dataclass
 class Contender:
-    """One way of generating, with its outputs per prompt index and its time per turn."""
+    """One way of generating: its queue of jobs, its outputs per prompt index and its time per job."""
 
     name: str
+    jobs: list[Job] = field(default_factory=list)
     outputs: dict[int, list[int]] = field(default_factory=dict)
     seconds: list[float] = field(default_factory=list)
+    setup_seconds: float = 0.0  # paid once per call over all prompts
 
-    def run(self, indices: list[int], generate: Callable[[], list[list[int]]]) -> None:
+    def run_next(self) -> None:
+        indices, generate = self.jobs[len(self.seconds)]
         start = time.perf_counter()
         tokens = generate()
         self.seconds.append(time.perf_counter() - start)
         self.outputs.update(zip(indices, tokens, strict=True))
+
+    @property
+    def done(self) -> float:
+        return len(self.seconds) / len(self.jobs)
 
     @property
     def tokens(self) -> int:
@@ -98,7 +109,16 @@ class Contender:
 
     @property
     def rate(self) -> float:
-        return self.tokens / sum(self.seconds)
+        return self.tokens / (sum(self.seconds) + self.setup_seconds)
+
+
+def run_interleaved(contenders: list[Contender]) -> None:
+    """Run every job, always next for the contender least far along, so each one's time spans the whole run.
+
+    A busy neighbour then slows every contender alike instead of whichever happened to run at that moment.
+    """
+    while (behind := min(contenders, key=lambda c: c.done)).done < 1:
+        behind.run_next()
 
 
 def identical(a: Contender, b: Contender) -> str:
@@ -122,7 +142,7 @@ class Results:
 
 
 def bench_model(name: str, prompts: list[list[int]], args: argparse.Namespace) -> Results:
-    """All contenders on one model size, interleaved batch by batch; prints their figures."""
+    """All contenders on one model size, interleaved; prints their figures."""
     from transformers import GPT2LMHeadModel
 
     torch.manual_seed(0)
@@ -151,7 +171,6 @@ def bench_model(name: str, prompts: list[list[int]], args: argparse.Namespace) -
     ours = {size: Contender(f"ours, batch {size}") for size in args.batch_sizes}
     hf = Contender(f"transformers, batch {hf_batch}")
     book = Contender("book, one prompt, no cache")
-    book_queue = list(range(min(args.book_prompts, len(prompts))))
 
     def ours_batch(batch_prompts: list[list[int]], size: int) -> list[list[int]]:
         return generate_tokens(
@@ -162,27 +181,27 @@ def bench_model(name: str, prompts: list[list[int]], args: argparse.Namespace) -
         idx = book_generate(book_model, torch.tensor([prompt]), args.max_new_tokens, context, eos_id)
         return [idx[0, len(prompt) :].tolist()]
 
-    def book_turn() -> None:
-        if book_queue:
-            i = book_queue.pop(0)
-            book.run([i], partial(book_prompt, prompts[i]))
+    def batches(size: int) -> list[tuple[list[int], list[list[int]]]]:
+        chunks = [order[first : first + size] for first in range(0, len(order), size)]
+        return [(chunk, [prompts[i] for i in chunk]) for chunk in chunks]
 
-    for size in args.batch_sizes:
-        contender = ours[size]
-        # One generate_tokens call packs the weights once; here it is timed once and added, as the CLI pays it.
-        start = time.perf_counter()
-        with _packed_linears(ours_model):
-            contender.seconds.append(time.perf_counter() - start)
-            for first in range(0, len(order), size):
-                chunk = order[first : first + size]
-                batch_prompts = [prompts[i] for i in chunk]
-                contender.run(chunk, partial(ours_batch, batch_prompts, size))
-                if size == hf_batch:
-                    hf.run(chunk, partial(hf_generate, hf_model, batch_prompts, args.max_new_tokens, eos_id))
-                    book_turn()
+    for size, contender in ours.items():
+        contender.jobs = [(chunk, partial(ours_batch, batch, size)) for chunk, batch in batches(size)]
+    hf.jobs = [
+        (chunk, partial(hf_generate, hf_model, batch, args.max_new_tokens, eos_id))
+        for chunk, batch in batches(hf_batch)
+    ]
+    book.jobs = [([i], partial(book_prompt, prompts[i])) for i in range(min(args.book_prompts, len(prompts)))]
+
+    # One generate_tokens call packs the weights once; here every batch size shares one packing, timed and
+    # added to each, as each would pay it in its own call.
+    start = time.perf_counter()
+    with _packed_linears(ours_model):
+        packing = time.perf_counter() - start
+        run_interleaved([*ours.values(), hf, book])
+    for contender in ours.values():
+        contender.setup_seconds = packing
         print(f"  {contender.name}: {contender.rate:.1f} tokens/s", flush=True)
-    while book_queue:
-        book_turn()
     print(f"  {hf.name}: {hf.rate:.1f} tokens/s\n  {book.name}: {book.rate:.1f} tokens/s ({len(book.outputs)} prompts)")
     lengths = [len(row) for row in ours[hf_batch].outputs.values()]
     print(

@@ -318,7 +318,9 @@ def generate_file(
     _check_decoding(max_new_tokens, temperature, top_k, top_p, batch_size)
     if temperature > 0 and seed is None:
         seed = int.from_bytes(os.urandom(4), "little")  # recorded in the meta file: the run can be repeated
-    torch_device = _pick_device(device)
+    from trainer.train import pick_device
+
+    torch_device = pick_device(device)
     if run is not None:
         from trainer.checkpoint import load_run_model
 
@@ -511,16 +513,6 @@ def _sha256(path: Path) -> str:
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
-def _pick_device(name: str) -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def add_cli(subparsers) -> None:
