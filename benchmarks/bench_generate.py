@@ -12,10 +12,10 @@ book's instruction file in the alpaca style, greedy, 64 new tokens, for GPT-2 12
   first ``--book-prompts`` prompts only; tokens/s is a rate, so its figure compares with the others.
 
 The contenders run interleaved in one process, batch by batch, each spread over the whole run (the machine
-is noisy and shared). Tokens/s counts
-new tokens (end-of-text excluded). With random weights the rows rarely reach end-of-text, so dropping
-finished rows is not exercised by the default run; ``--stop-token auto`` makes every contender also stop at
-the token random greedy decoding emits most, which ends rows at different steps and exercises it.
+is noisy and shared). Tokens/s counts new tokens (end-of-text excluded). With random weights the rows rarely
+reach end-of-text, so dropping finished rows is not exercised by the default run; ``--stop-token auto`` makes
+every contender also stop at the token random greedy decoding emits most, which ends rows at different steps
+and exercises it.
 Greedy token identity between ours and transformers (and the book, on its subset) is checked and printed.
 
     python benchmarks/bench_generate.py [--models gpt2,gpt2-medium] [--batch-sizes 8,16,32] [--book-prompts 8]
