@@ -165,7 +165,7 @@ def _free_port() -> int:
 
 
 def _start(db_path: Path, **launch_options):
-    blocks = app.build_app(db_path, notice="Demo model trained from random weights", seed=7)
+    blocks = app.build_app(db_path, notice=None, seed=7)
     port = _free_port()
     app.launch(blocks, port=port, prevent_thread_lock=True, quiet=True, **launch_options)
     return blocks, f"http://127.0.0.1:{port}/"
