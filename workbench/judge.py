@@ -435,16 +435,7 @@ def run_judge(
         desc = f"judging with {judge_model}"
         if mode == "score":
             work = store.pending_scores(db, judge["id"], models=models, repeats=repeats, dataset=dataset, limit=limit)
-            run = _run_pool(
-                work,
-                lambda unit: _score_task(ask, unit, seed),
-                lambda results: store.save_judge_scores(db, judge["id"], results),
-                concurrency=concurrency,
-                progress=progress,
-                desc=desc,
-                stop=ask.stop,
-            )
-            results = score_summary(store.judge_score_results(db, judge["id"]))
+            task, save = _score_task, store.save_judge_scores
         else:
             work = store.pending_pairwise(
                 db,
@@ -455,15 +446,19 @@ def run_judge(
                 dataset=dataset,
                 limit=limit,
             )
-            run = _run_pool(
-                work,
-                lambda unit: _pairwise_task(ask, unit, seed),
-                lambda results: store.save_judge_pairwise(db, judge["id"], results),
-                concurrency=concurrency,
-                progress=progress,
-                desc=desc,
-                stop=ask.stop,
-            )
+            task, save = _pairwise_task, store.save_judge_pairwise
+        run = _run_pool(
+            work,
+            lambda unit: task(ask, unit, seed),
+            lambda results: save(db, judge["id"], results),
+            concurrency=concurrency,
+            progress=progress,
+            desc=desc,
+            stop=ask.stop,
+        )
+        if mode == "score":
+            results = score_summary(store.judge_score_results(db, judge["id"]))
+        else:
             results = {"pairwise": pairwise_summary(store.judge_pairwise_results(db, judge["id"]))}
         flagged = [row for row in store.flagged_responses(db) if flags.get(row["response_id"])]
     finally:
