@@ -24,9 +24,20 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from trainer.checkpoint import load_run_model
+from trainer.data import (
+    RESPONSE_MARKERS,
+    STYLES,
+    encode,
+    extract_response,
+    format_prompt,
+    load_entries,
+    split_entries,
+)
 from trainer.errors import UserError
 from trainer.model import GPT, KVCache
 from trainer.tokenizer import END_OF_TEXT_ID, get_tokenizer
+from trainer.train import pick_device
 
 # Called after each batch with the prompts' indices and their new tokens.
 BatchCallback = Callable[[list[int], list[list[int]]], None]
@@ -262,8 +273,6 @@ def generate_responses(
     ``entry_names`` label entries in error messages; ``on_responses(indices, responses, new_tokens)`` sees
     each batch as it finishes (for saving partial work); ``decoding`` goes to :func:`generate_tokens`.
     """
-    from trainer.data import RESPONSE_MARKERS, encode, extract_response, format_prompt
-
     prompts = [encode(tokenizer, format_prompt(entry, style)) for entry in entries]
     names = entry_names or [f"entry {i}" for i in range(len(entries))]
     _check_fits([len(p) for p in prompts], model.config.context_length, names)
@@ -309,8 +318,6 @@ def generate_file(
     responses already in it; ``out.meta.json`` records the model, checkpoint, data and decoding settings.
     Returns the path of ``out``.
     """
-    from trainer.data import load_entries
-
     if (run is None) == (weights is None):
         raise UserError("give either --run RUN_DIR or --weights NAME|DIR")
     if split not in SPLITS:
@@ -318,12 +325,8 @@ def generate_file(
     _check_decoding(max_new_tokens, temperature, top_k, top_p, batch_size)
     if temperature > 0 and seed is None:
         seed = int.from_bytes(os.urandom(4), "little")  # recorded in the meta file: the run can be repeated
-    from trainer.train import pick_device
-
     torch_device = pick_device(device)
     if run is not None:
-        from trainer.checkpoint import load_run_model
-
         model, run_config = load_run_model(run, checkpoint, device=torch_device)
         if style is not None and style != run_config["style"]:
             raise UserError(f"{run}: the run was trained with style {run_config['style']!r}, not {style!r}")
@@ -501,8 +504,6 @@ def _select_split(entries: list[dict], data: Path, split: str, run, run_config: 
         if not all(isinstance(i, int) and 0 <= i < len(entries) for i in indices):
             raise UserError(f"{split_file}: the {split} indices do not fit {data} ({len(entries)} entries)")
         return indices
-    from trainer.data import split_entries
-
     shuffle_seed = run_config["split"].get("shuffle_seed") if same_data else None
     return split_entries(entries, seed=shuffle_seed).indices[split]
 
@@ -530,9 +531,7 @@ def add_cli(subparsers) -> None:
         help="pretrained model instead of a run: gpt2, gpt2-medium, ... or a folder in the Hugging Face layout",
     )
     parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
-    parser.add_argument(
-        "--style", choices=("alpaca", "phi3"), help="prompt style (default: the run's; alpaca with --weights)"
-    )
+    parser.add_argument("--style", choices=STYLES, help="prompt style (default: the run's; alpaca with --weights)")
     parser.add_argument("--data", help="instruction file (default: the run's data)")
     parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--out", required=True, help="output JSON (FILE.meta.json is written beside it)")
