@@ -21,33 +21,30 @@ ELO_BASE = 1000.0
 KAPPA_WEIGHTS = (None, "linear", "quadratic")
 
 
+class _Result:
+    """Results turn into plain dicts for JSON output and the app's tables."""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @dataclass(frozen=True)
-class Estimate:
+class Estimate(_Result):
     """A point estimate with its bootstrap confidence interval."""
 
     value: float
     low: float
     high: float
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 @dataclass(frozen=True)
-class Correlation:
+class Correlation(_Result):
     method: str
     value: float
     p_value: float
     n: int
     low: float
     high: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-def _rng(seed: int) -> np.random.Generator:
-    return np.random.default_rng(seed)
 
 
 def _bootstrap_interval(
@@ -67,7 +64,7 @@ def _bootstrap_interval(
             vectorized=vectorized,
             n_resamples=resamples,
             method="percentile",
-            rng=_rng(seed),
+            rng=np.random.default_rng(seed),
         )
         distribution = result.bootstrap_distribution
     if np.all(np.isnan(distribution)):
@@ -216,7 +213,7 @@ def bradley_terry(
     )
     a, b, result = distinct[:, 0], distinct[:, 1], distinct[:, 2] / 2
     theta = _fit_bradley_terry(len(models), a, b, result, counts[None, :].astype(float), ridge)[0]
-    draws = _rng(seed).multinomial(len(outcomes), counts / counts.sum(), size=resamples)
+    draws = np.random.default_rng(seed).multinomial(len(outcomes), counts / counts.sum(), size=resamples)
     samples = _fit_bradley_terry(len(models), a, b, result, draws.astype(float), ridge)
     tail = (1 - CONFIDENCE) / 2 * 100
     lows, highs = np.percentile(samples, [tail, 100 - tail], axis=0)
@@ -242,7 +239,7 @@ def elo_ratings(outcomes: Sequence[Outcome], *, k: float = 32, initial: float = 
 
 
 @dataclass(frozen=True)
-class PairedDifference:
+class PairedDifference(_Result):
     """Mean of (b - a) over the same items, its bootstrap CI and Wilcoxon's signed-rank p-value."""
 
     n: int
@@ -252,9 +249,6 @@ class PairedDifference:
     low: float
     high: float
     p_value: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def paired_difference(
@@ -274,7 +268,7 @@ def paired_difference(
 
 
 @dataclass(frozen=True)
-class McNemar:
+class McNemar(_Result):
     """Questions only a got right (``only_a``) against those only b got right; exact binomial p-value."""
 
     n: int
@@ -283,9 +277,6 @@ class McNemar:
     only_a: int
     only_b: int
     p_value: float
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> McNemar:
