@@ -18,13 +18,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from trainer.errors import UserError
-from trainer.model import GPT, GPTConfig
+from trainer.model import GPT, TIED_HEAD, GPTConfig
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.pt"
 CHECKPOINTS = ("best", "last")
-TIED = "lm_head.weight"  # the same tensor as wte.weight: stored once
 
 
 def save_checkpoint(model: GPT, folder: str | os.PathLike, state: dict | None = None) -> Path:
@@ -33,7 +32,7 @@ def save_checkpoint(model: GPT, folder: str | os.PathLike, state: dict | None = 
     staging, previous = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items() if name != TIED}
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items() if name != TIED_HEAD}
     save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
     (staging / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     if state is not None:
@@ -81,17 +80,12 @@ def load_checkpoint(
         tensors = load_file(str(path), device=str(device))
     except (FileNotFoundError, SafetensorError, OSError) as exc:
         raise UserError(f"{path}: cannot read the weights ({exc})") from exc
-    with torch.device("meta"):
-        model = GPT(config)
-    expected_shapes = {n: tuple(p.shape) for n, p in model.state_dict().items() if n != TIED}
+    expected_shapes = GPT.stored_shapes(config)
     found_shapes = {n: tuple(t.shape) for n, t in tensors.items()}
     if found_shapes != expected_shapes:
         wrong = sorted(set(found_shapes.items()) ^ set(expected_shapes.items()))[:3]
         raise UserError(f"{path}: the tensors do not match {folder / CONFIG_FILE} (e.g. {wrong})")
-    tensors[TIED] = tensors["wte.weight"]
-    model.load_state_dict(tensors, strict=True, assign=True)
-    model.lm_head.weight = model.wte.weight  # assign=True broke the tie; restore it
-    return model
+    return GPT.from_tensors(config, tensors)
 
 
 def has_training_state(folder: str | os.PathLike) -> bool:

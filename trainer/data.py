@@ -7,6 +7,7 @@ bad line is the common case, and a bare ``KeyError`` would not say which one.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from collections.abc import Sequence
@@ -94,23 +95,28 @@ def _validate_entry(path: Path, index: int, record) -> dict:
     return entry
 
 
+def file_sha256(path: Path) -> str:
+    """The data file's hash, recorded with runs and generations so that a changed file is noticed."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
 # --- prompt styles ----------------------------------------------------------------------------------------
 
 
-def _check_style(style: str) -> None:
+def check_style(style: str) -> None:
     if style not in STYLES:
         raise UserError(f"unknown prompt style {style!r}; choose one of {', '.join(STYLES)}")
 
 
 def format_prompt(entry: dict, style: str) -> str:
     """The prompt up to and including the response marker (what generation continues from)."""
-    _check_style(style)
+    check_style(style)
     instruction, given = entry["instruction"], entry.get("input", "")
     if style == "alpaca":
         input_section = f"\n\n### Input:\n{given}" if given else ""
-        return f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}{input_section}\n\n### Response:"
+        return f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}{input_section}\n\n{RESPONSE_MARKERS[style]}"
     input_section = f"\n{given}" if given else ""
-    return f"<|user|>\n{instruction}{input_section}\n<|assistant|>"
+    return f"<|user|>\n{instruction}{input_section}\n{RESPONSE_MARKERS[style]}"
 
 
 def format_example(entry: dict, style: str) -> str:
@@ -120,7 +126,7 @@ def format_example(entry: dict, style: str) -> str:
 
 def extract_response(generated_text: str, style: str) -> str:
     """The text after the (first) response marker, stripped; the whole text when the marker is absent."""
-    _check_style(style)
+    check_style(style)
     _, marker, response = generated_text.partition(RESPONSE_MARKERS[style])
     return (response if marker else generated_text).strip()
 

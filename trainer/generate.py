@@ -30,6 +30,7 @@ from trainer.data import (
     STYLES,
     encode,
     extract_response,
+    file_sha256,
     format_prompt,
     load_entries,
     split_entries,
@@ -56,16 +57,17 @@ def generate_tokens(
     eos_id: int | None = END_OF_TEXT_ID,
     batch_size: int = 8,
     on_batch: BatchCallback | None = None,
+    prompt_names: Sequence[str] | None = None,
 ) -> list[list[int]]:
     """New tokens for every prompt (end-of-text excluded), decoded in length-sorted batches.
 
     Greedy when ``temperature`` is 0. With a ``seed``, each prompt samples from its own generator seeded by
     the seed and the prompt's tokens: a response does not depend on batch size, order or an interrupted run.
     A row stops at ``eos_id`` (never when it is None), after ``max_new_tokens``, or when prompt and response
-    fill the context window.
+    fill the context window. ``prompt_names`` label prompts in error messages.
     """
     _check_decoding(max_new_tokens, temperature, top_k, top_p, batch_size)
-    names = [f"prompt {i}" for i in range(len(prompts))]
+    names = prompt_names or [f"prompt {i}" for i in range(len(prompts))]
     _check_fits([len(p) for p in prompts], model.config.context_length, names)
     device = model.wte.weight.device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
@@ -173,7 +175,9 @@ class PackedLinear(nn.Module):
 def _packed_linears(model: GPT) -> Iterator[None]:
     """Swap the model's linear layers for :class:`PackedLinear` ones while generating on CPU, then restore."""
     weight = model.wte.weight
-    on_cpu = weight.device.type == "cpu" and weight.dtype == torch.float32
+    if weight.device.type != "cpu" or weight.dtype != torch.float32 or not torch.backends.mkldnn.is_available():
+        yield
+        return
     linears = [
         (parent, name, child)
         for parent in model.modules()
@@ -181,7 +185,7 @@ def _packed_linears(model: GPT) -> Iterator[None]:
         if isinstance(child, nn.Linear)
     ]
     try:
-        for parent, name, child in linears if on_cpu and torch.backends.mkldnn.is_available() else ():
+        for parent, name, child in linears:
             setattr(parent, name, PackedLinear(child))
         yield
     finally:
@@ -275,17 +279,16 @@ def generate_responses(
     """
     prompts = [encode(tokenizer, format_prompt(entry, style)) for entry in entries]
     names = entry_names or [f"entry {i}" for i in range(len(entries))]
-    _check_fits([len(p) for p in prompts], model.config.context_length, names)
 
-    def respond(index: int, new_tokens: list[int]) -> str:
+    def respond(new_tokens: list[int]) -> str:
         # The prompt ends with the marker; an instruction that quotes the marker must not confuse extraction.
         return extract_response(RESPONSE_MARKERS[style] + tokenizer.decode(new_tokens), style)
 
     def report(indices: list[int], tokens: list[list[int]]) -> None:
-        on_responses(indices, [respond(i, t) for i, t in zip(indices, tokens, strict=True)], tokens)
+        on_responses(indices, [respond(t) for t in tokens], tokens)
 
-    tokens = generate_tokens(model, prompts, on_batch=report if on_responses else None, **decoding)
-    return [respond(i, t) for i, t in enumerate(tokens)]
+    tokens = generate_tokens(model, prompts, on_batch=report if on_responses else None, prompt_names=names, **decoding)
+    return [respond(t) for t in tokens]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -349,8 +352,8 @@ def generate_file(
         name = Path(weights).name
         source = {"run": None, "name": name, "model_name": name, "checkpoint": None, "weights": str(weights)}
     data = Path(data).resolve()
-    entries = load_entries(data)
-    file_indices = _select_split(entries, data, split, run, run_config)
+    entries, data_sha256 = load_entries(data), file_sha256(data)
+    file_indices = _select_split(entries, data, data_sha256, split, run, run_config)
     selected = [entries[i] for i in file_indices]
     record = {
         **source,
@@ -358,7 +361,7 @@ def generate_file(
         "response_key": response_key,
         "split": split,
         "data": str(data),
-        "data_sha256": _sha256(data),
+        "data_sha256": data_sha256,
         "decoding": {
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
@@ -493,11 +496,13 @@ def _write_atomically(path: Path, data) -> None:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
-def _select_split(entries: list[dict], data: Path, split: str, run, run_config: dict | None) -> list[int]:
+def _select_split(
+    entries: list[dict], data: Path, data_sha256: str, split: str, run, run_config: dict | None
+) -> list[int]:
     """File indices of the split: the run's own split when ``data`` is the file it was trained on."""
     if split == "all":
         return list(range(len(entries)))
-    same_data = run_config is not None and run_config.get("data_sha256") == _sha256(data)
+    same_data = run_config is not None and run_config.get("data_sha256") == data_sha256
     split_file = Path(run) / "split.json" if run is not None else None
     if same_data and split_file.is_file():
         indices = json.loads(split_file.read_text())[split]
@@ -506,10 +511,6 @@ def _select_split(entries: list[dict], data: Path, split: str, run, run_config: 
         return indices
     shuffle_seed = run_config["split"].get("shuffle_seed") if same_data else None
     return split_entries(entries, seed=shuffle_seed).indices[split]
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _now() -> str:

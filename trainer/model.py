@@ -136,6 +136,9 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+TIED_HEAD = "lm_head.weight"  # the same tensor as wte.weight, as in GPT-2: files store it once
+
+
 class GPT(nn.Module):
     """GPT-2 language model returning next-token logits."""
 
@@ -161,6 +164,22 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    @staticmethod
+    def stored_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
+        """Name and shape of every tensor a weights file holds for ``config`` (all but the tied head)."""
+        with torch.device("meta"):
+            model = GPT(config)
+        return {name: tuple(p.shape) for name, p in model.state_dict().items() if name != TIED_HEAD}
+
+    @classmethod
+    def from_tensors(cls, config: GPTConfig, tensors: dict[str, torch.Tensor]) -> GPT:
+        """The model made of ``tensors`` (named as :meth:`stored_shapes`), skipping the random initialisation."""
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict({**tensors, TIED_HEAD: tensors["wte.weight"]}, strict=True, assign=True)
+        model.lm_head.weight = model.wte.weight  # assign=True replaced wte's Parameter; tie the head to it again
+        return model
 
     def num_parameters(self) -> int:
         """Parameter count with the tied head counted once (124M for ``gpt2``)."""

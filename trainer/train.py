@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import json
 import logging
 import math
@@ -28,7 +27,16 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from trainer import checkpoint as ckpt
-from trainer.data import STYLES, InstructionDataset, collate, load_entries, split_entries
+from trainer.data import (
+    IGNORE_INDEX,
+    STYLES,
+    InstructionDataset,
+    check_style,
+    collate,
+    file_sha256,
+    load_entries,
+    split_entries,
+)
 from trainer.errors import UserError
 from trainer.model import CONFIGS, GPT
 from trainer.tokenizer import get_tokenizer
@@ -52,9 +60,9 @@ def pick_device(name: str = "auto") -> torch.device:
 
 
 def loss_on_batch(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross entropy over the targets that are not ``-100`` (the book's ``calc_loss_batch``)."""
+    """Mean cross entropy over the targets that are not ``IGNORE_INDEX`` (the book's ``calc_loss_batch``)."""
     logits = model(inputs)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
 
 
 @dataclass
@@ -63,7 +71,6 @@ class Distributed:
 
     rank: int = 0
     world_size: int = 1
-    local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
@@ -82,7 +89,7 @@ class Distributed:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(rank, world_size, local_rank), device
+        return cls(rank, world_size), device
 
     def sum(self, values: list[float], device: torch.device) -> list[float]:
         if self.world_size == 1:
@@ -102,10 +109,6 @@ class Progress:
     best_step: int = -1
     evals_without_improvement: int = 0
     history: list[dict] = field(default_factory=list)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _build_model(model_name: str, weights: str | None, device: torch.device) -> tuple[GPT, str]:
@@ -171,20 +174,23 @@ def _start_log(run_dir: Path) -> logging.Handler:
     return handler
 
 
-def _prepare_run(run_dir: Path, run_config: dict, resume: bool) -> None:
-    """Refuse to overwrite a finished run, and to resume one made with different settings."""
+def _prepare_run(run_dir: Path, run_config: dict, resume: bool) -> dict | None:
+    """Refuse to overwrite a finished run, and to resume one made with different settings.
+
+    Returns the config of the run being resumed (None when there is none yet)."""
     existing = run_dir / ckpt.CONFIG_FILE
     if not resume:
         if existing.exists():
             raise UserError(f"{run_dir} already holds a run; pass --resume to continue it or choose another --out")
-        return
+        return None
     if not existing.exists():
-        return  # nothing to resume yet: start fresh (a crash before the first checkpoint)
+        return None  # nothing to resume yet: start fresh (a crash before the first checkpoint)
     old = ckpt.read_run_config(run_dir)
     changed = [key for key in RESUME_IDENTITY if old.get(key) != run_config[key]]
     changed += [f"train.{key}" for key in TRAIN_IDENTITY if old["train"].get(key) != run_config["train"][key]]
     if changed:
         raise UserError(f"{existing}: cannot resume, the run was made with different {', '.join(changed)}")
+    return old
 
 
 def _rewind_metrics(run_dir: Path, step: int) -> list[dict]:
@@ -255,7 +261,7 @@ def finetune(
         "weights": weights_source,
         "style": style,
         "data": str(data_path),
-        "data_sha256": _sha256(data_path),
+        "data_sha256": file_sha256(data_path),
         "mask_prompt": mask_prompt,
         "seed": seed,
         "split": {
@@ -282,8 +288,7 @@ def finetune(
         },
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    if dist_info.is_main:
-        _prepare_run(run_dir, run_config, resume)
+    previous_config = _prepare_run(run_dir, run_config, resume) if dist_info.is_main else None
     if dist_info.world_size > 1:
         dist.barrier()  # rank 0 has checked the folder before anyone reads a checkpoint from it
     optimizer = torch.optim.AdamW(
@@ -300,8 +305,8 @@ def finetune(
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         log_handler = _start_log(run_dir)
-        if resumable:
-            run_config["created_at"] = ckpt.read_run_config(run_dir)["created_at"]
+        if resumable and previous_config is not None:
+            run_config["created_at"] = previous_config["created_at"]
         state.history = _rewind_metrics(run_dir, state.step if resumable else -1)
         (run_dir / ckpt.CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
         (run_dir / "split.json").write_text(json.dumps(split.indices) + "\n")
@@ -342,8 +347,7 @@ def finetune(
 
 
 def _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum):
-    if style not in STYLES:
-        raise UserError(f"unknown prompt style {style!r}; choose one of {', '.join(STYLES)}")
+    check_style(style)
     positive = {
         "epochs": epochs,
         "batch size": batch_size,
@@ -361,7 +365,7 @@ def _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_eve
 
 
 def _restore(run_dir: Path, network: GPT, optimizer, device: torch.device) -> Progress:
-    saved = ckpt.load_checkpoint(run_dir / "last", device=device, expected=network.config)
+    saved = ckpt.load_checkpoint(run_dir / "last", expected=network.config)  # on the CPU: copy_ moves it
     with torch.no_grad():
         for target, source in zip(network.parameters(), saved.parameters(), strict=True):
             target.copy_(source)
@@ -471,7 +475,7 @@ class _Loop:
 
     def _train_step(self, micro_batches: list[list[int]]) -> tuple[float, int]:
         """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and global tokens."""
-        loss_sum, tokens = 0.0, 0
+        loss_sum, tokens = torch.zeros((), device=self.device), 0
         for i, indices in enumerate(micro_batches):
             inputs, targets = self._collate(self.train_set, indices)
             last = i == len(micro_batches) - 1
@@ -480,13 +484,13 @@ class _Loop:
                 with self.autocast:
                     loss = loss_on_batch(self.model, inputs, targets) / len(micro_batches)
                 loss.backward()
-            loss_sum += loss.item()
+            loss_sum += loss.detach()
             tokens += inputs.numel()
         if self.hp["grad_clip"]:
             torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.hp["grad_clip"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_sum, tokens = self.dist.sum([loss_sum, float(tokens)], self.device)
+        loss_sum, tokens = self.dist.sum([loss_sum.item(), float(tokens)], self.device)
         return loss_sum / self.dist.world_size, int(tokens)
 
     def run(self, progress: bool) -> dict:

@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from trainer.errors import UserError
-from trainer.model import GPT, GPTConfig
+from trainer.model import GPT, TIED_HEAD, GPTConfig
 
 HUB_REPOS = {name: f"openai-community/{name}" for name in ("gpt2", "gpt2-medium", "gpt2-large", "gpt2-xl")}
 WEIGHTS_FILE = "model.safetensors"
@@ -25,21 +25,15 @@ CONFIG_FILE = "config.json"
 # Conv1D weights: stored [in, out] by Hugging Face, [out, in] by nn.Linear.
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
 # Tensors some exports carry that hold no learned weights (causal-mask buffers) or repeat one (the tied head).
-IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", "lm_head.weight")
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", TIED_HEAD)
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> GPT:
     """GPT-2 from a local folder in the Hugging Face layout, or by model name (downloaded when online)."""
     folder = _resolve_folder(name_or_dir)
     config = read_config(folder)
-    with torch.device("meta"):  # skip the random initialisation: every tensor is replaced below
-        model = GPT(config)
-    expected = {name: tuple(p.shape) for name, p in model.state_dict().items() if name != "lm_head.weight"}
-    state = _to_our_names(_read_tensors(folder), expected, folder / WEIGHTS_FILE)
-    state["lm_head.weight"] = state["wte.weight"]
-    model.load_state_dict(state, strict=True, assign=True)
-    model.lm_head.weight = model.wte.weight  # assign=True replaced wte's Parameter; tie the head to it again
-    return model.to(device).eval()
+    state = _to_our_names(_read_tensors(folder), GPT.stored_shapes(config), folder / WEIGHTS_FILE)
+    return GPT.from_tensors(config, state).to(device).eval()
 
 
 def save_hf_checkpoint(model: GPT, folder: str | os.PathLike) -> Path:
@@ -51,7 +45,7 @@ def save_hf_checkpoint(model: GPT, folder: str | os.PathLike) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, tensor in model.state_dict().items():
-        if name == "lm_head.weight":
+        if name == TIED_HEAD:
             continue  # tied to wte, as in the original files
         tensor = tensor.detach().to("cpu", torch.float32)
         tensors[name] = (tensor.t() if name.endswith(TRANSPOSED) else tensor).contiguous()
