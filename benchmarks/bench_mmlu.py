@@ -18,16 +18,9 @@ import time
 from pathlib import Path
 
 import torch
+from bench_train import matmul_peak  # this folder is on sys.path when a benchmark runs as a script
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def matmul_peak(size: int = 2048, repeats: int = 3) -> float:
-    """Best FLOP/s of a square fp32 matmul: the machine's practical peak right now."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    a @ b
-    best = min(_timed(lambda: a @ b) for _ in range(repeats))
-    return 2 * size**3 / best
 
 
 def _timed(fn) -> float:
@@ -54,7 +47,7 @@ def forward_mfu(our_model, hf_model, batch: int = 8, steps: int = 256, rounds: i
     peak, ours, theirs = 0.0, float("inf"), float("inf")
     with torch.no_grad():
         for _ in range(rounds):
-            peak = max(peak, matmul_peak())
+            peak = max(peak, matmul_peak(torch.float32, torch.device("cpu")))
             ours = min(ours, _timed(lambda: our_model(tokens)))
             theirs = min(theirs, _timed(lambda: hf_model(tokens)))
     return flops / ours / peak, flops / theirs / peak
@@ -89,11 +82,11 @@ def main() -> None:
 
     from trainer.model import CONFIGS, GPT
     from trainer.weights import save_hf_checkpoint
-    from workbench.bench import TASKS_DIR, hf_tokenizer_dir, mmlu_subjects
+    from workbench.bench import TASK_PREFIX, TASKS_DIR, hf_tokenizer_dir, mmlu_subjects
     from workbench.lm_backend import WorkbenchLM
 
     subjects = args.subjects.split(",") if args.subjects else mmlu_subjects(args.mmlu_dir, shots=5)
-    tasks = [f"wb_mmlu_{subject}" for subject in subjects]
+    tasks = [TASK_PREFIX + subject for subject in subjects]
     manager = TaskManager(include_path=str(TASKS_DIR), include_defaults=False, metadata={"mmlu_dir": args.mmlu_dir})
     print(f"threads: {torch.get_num_threads()}; {len(subjects)} subjects x {args.limit} questions")
 

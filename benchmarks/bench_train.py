@@ -141,11 +141,6 @@ def hf_loss(model, inputs, targets):
     return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
 
 
-def naive_loss(model, inputs, targets):
-    logits = model(inputs)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-
-
 def build_contenders(device: torch.device) -> tuple[list[Contender], int]:
     """The six contenders, and our model's parameter count (MFU's numerator, the same work for all)."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -184,7 +179,7 @@ def build_contenders(device: torch.device) -> tuple[list[Contender], int]:
         contenders += [
             Contender(f"ours {precision}", make_step(ours, ours_opt, bf16, device, loss_on_batch), precision),
             Contender(f"transformers sdpa {precision}", make_step(hf, hf_opt, bf16, device, hf_loss), precision),
-            Contender(f"naive (book) {precision}", make_step(naive, naive_opt, bf16, device, naive_loss), precision),
+            Contender(f"naive (book) {precision}", make_step(naive, naive_opt, bf16, device, loss_on_batch), precision),
         ]
     return contenders, ours.num_parameters()
 
@@ -218,7 +213,8 @@ def main() -> None:
     contenders, parameters = build_contenders(device)
     generator = torch.Generator().manual_seed(0)
     tokens = args.batch_size * args.seq_len
-    batch = torch.randint(0, 50257, (args.batch_size, args.seq_len + 1), generator=generator).to(device)
+    vocab_size = CONFIGS["gpt2"].vocab_size
+    batch = torch.randint(0, vocab_size, (args.batch_size, args.seq_len + 1), generator=generator).to(device)
     inputs, targets = batch[:, :-1], batch[:, 1:]
     for round_index in range(args.steps + 1):
         for contender in contenders:

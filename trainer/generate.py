@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from trainer.checkpoint import load_run_model
+from trainer.checkpoint import CHECKPOINTS, load_run_model
 from trainer.data import (
     RESPONSE_MARKERS,
     STYLES,
@@ -531,7 +531,7 @@ def add_cli(subparsers) -> None:
         "--weights",
         help="pretrained model instead of a run: gpt2, gpt2-medium, ... or a folder in the Hugging Face layout",
     )
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best")
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     parser.add_argument("--style", choices=STYLES, help="prompt style (default: the run's; alpaca with --weights)")
     parser.add_argument("--data", help="instruction file (default: the run's data)")
     parser.add_argument("--split", choices=SPLITS, default="test")

@@ -55,13 +55,11 @@ def load_model(
     if run is not None:
         from trainer.checkpoint import load_run_model
 
-        if checkpoint not in ("best", "last"):
-            raise UserError(f"checkpoint must be best or last, not {checkpoint!r}")
         model, _ = load_run_model(run, checkpoint, device=device)
         return model, f"{os.path.abspath(run)}:{checkpoint}"
     from trainer.weights import load_pretrained
 
-    return load_pretrained(weights, device=device).eval(), weights
+    return load_pretrained(weights, device=device), weights
 
 
 @dataclass
@@ -152,9 +150,10 @@ class WorkbenchLM(TemplateLM):
         with tqdm(total=len(requests), disable=disable_tqdm, desc="loglikelihood") as progress:
             for prefix, family in self._families(list(rows.values())):
                 prefix_cache = self._prefill(prefix) if prefix else None
+                one_token = all(row.scored == 1 for row in family)
                 start = 0
                 while start < len(family):
-                    batch = family[start : start + self._rows_per_batch(family, start)]
+                    batch = family[start : start + self._rows_per_batch(family[start], one_token)]
                     start += len(batch)
                     for row, log_probs in zip(batch, self._score_batch(batch, prefix, prefix_cache), strict=True):
                         for index, continuation in row.requests:
@@ -194,11 +193,11 @@ class WorkbenchLM(TemplateLM):
             family.sort(key=lambda row: -len(row.tokens))
         return families
 
-    def _rows_per_batch(self, family: list[_Row], start: int) -> int:
+    def _rows_per_batch(self, longest: _Row, one_token: bool) -> int:
         """``batch_size`` rows, fewer when several positions per row need full-vocabulary logits."""
-        if all(row.scored == 1 for row in family):
+        if one_token:
             return self.batch_size
-        logits_per_row = len(family[start].tokens) * self.model.config.vocab_size  # longest first
+        logits_per_row = len(longest.tokens) * self.model.config.vocab_size
         return max(1, min(self.batch_size, LOGITS_BUDGET // logits_per_row))
 
     @torch.no_grad()
