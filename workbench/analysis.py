@@ -28,20 +28,21 @@ WINNER_RESULT = {"A": 1.0, "B": 0.0, "tie": 0.5}
 # --- gathering ratings -----------------------------------------------------------------------------------
 
 
+def _rater_key(db: sqlite_utils.Database, name: str) -> str:
+    """The store's rater key for a judge name, a reviewer name, or ``human`` (the mean over reviewers)."""
+    judges, reviewers = store.judge_names(db), store.reviewer_names(db)
+    if name in judges:
+        return f"judge:{name}"
+    if name == HUMAN:
+        return store.HUMANS
+    if name in reviewers:
+        return f"reviewer:{name}"
+    raise UserError(f"unknown judge or reviewer {name!r}; known: {', '.join(judges + reviewers + [HUMAN])}")
+
+
 def _rater_scores(db: sqlite_utils.Database, name: str, models: Sequence[str] | None) -> dict[int, float]:
-    """Response id -> score for a judge, a reviewer, or ``human`` (mean over reviewers)."""
-    if name in store.judge_names(db):
-        rows = [dict(r, rater=r["judge"]) for r in store.judge_score_rows(db) if r["judge"] == name]
-    elif name == HUMAN or name in store.reviewer_names(db):
-        rows = [r for r in store.human_grade_rows(db) if name in (HUMAN, r["reviewer"])]
-    else:
-        known = ", ".join(store.judge_names(db) + store.reviewer_names(db) + [HUMAN])
-        raise UserError(f"unknown judge or reviewer {name!r}; known: {known}")
-    collected: dict[int, list[float]] = defaultdict(list)
-    for row in rows:
-        if models is None or row["model"] in models:
-            collected[row["response_id"]].append(row["score"])
-    return {response: float(np.mean(scores)) for response, scores in collected.items()}
+    """Response id -> score for a judge (mean over repeats), a reviewer, or ``human`` (mean over reviewers)."""
+    return store.rater_scores(db, _rater_key(db, name), models=models)
 
 
 def _check_models(db: sqlite_utils.Database, models: Sequence[str] | None) -> None:
@@ -138,10 +139,11 @@ def model_stats(db: sqlite_utils.Database, *, resamples: int = 1000, seed: int =
     per_response: dict[tuple, list[int]] = defaultdict(list)
     for row in store.human_grade_rows(db):
         per_response[row["model"], row["response_id"]].append(row["score"])
-    for model in models:
-        means = [np.mean(g) for (m, _), g in per_response.items() if m == model]
-        if means:
-            models[model]["human"] = {"mean": float(np.mean(means)), "n": len(means)}
+    response_means: dict[str, list[float]] = defaultdict(list)
+    for (model, _), grades in per_response.items():
+        response_means[model].append(np.mean(grades))
+    for model, means in response_means.items():
+        models[model]["human"] = {"mean": float(np.mean(means)), "n": len(means)}
     pairwise = {}
     for source, outcomes in _outcome_sources(db).items():
         ratings = stats.bradley_terry(outcomes, resamples=resamples, seed=seed)
@@ -159,8 +161,8 @@ def model_stats(db: sqlite_utils.Database, *, resamples: int = 1000, seed: int =
 # --- compare ---------------------------------------------------------------------------------------------
 
 
-def _item_scores(db: sqlite_utils.Database, rater: str, model: str) -> dict[str, float]:
-    responses = store.response_ids_by_item(db, model)
+def _item_scores(db: sqlite_utils.Database, rater: str, model: str, responses: dict[str, int]) -> dict[str, float]:
+    """Item id -> ``rater``'s score of ``model``'s response (``responses``: item id -> response id)."""
     scores = _rater_scores(db, rater, [model])
     return {item: scores[response] for item, response in responses.items() if response in scores}
 
@@ -177,12 +179,13 @@ def compare(
     human mean grade, head-to-head human preferences, and McNemar on per-question benchmark correctness."""
     if model_a == model_b:
         raise UserError(f"--models takes two different models, got {model_a!r} twice")
-    for model in (model_a, model_b):
-        store.model_id(db, model)
+    _check_models(db, (model_a, model_b))
+    responses_a, responses_b = store.response_ids_by_item(db, model_a), store.response_ids_by_item(db, model_b)
     differences = {}
     raters = store.judge_names(db) + ([HUMAN] if store.reviewer_names(db) else [])
     for rater in raters:
-        a, b = _item_scores(db, rater, model_a), _item_scores(db, rater, model_b)
+        a = _item_scores(db, rater, model_a, responses_a)
+        b = _item_scores(db, rater, model_b, responses_b)
         items = sorted(set(a) & set(b))
         if len(items) >= 2:
             differences[rater] = stats.paired_difference(

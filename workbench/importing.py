@@ -255,7 +255,8 @@ def _import_entries(
     progress: bool,
 ) -> ImportSummary:
     partial = kind == "generation output"
-    dataset_id = store.get_or_create_dataset(db, dataset, source=str(path.resolve()))
+    source_path = str(path.resolve())
+    dataset_id = store.get_or_create_dataset(db, dataset, source=source_path)
     first_position = store.next_position(db, dataset_id) if partial else 0
     items = _item_rows(dataset, entries, first_position=first_position, split=split)
     summary = ImportSummary(kind, dataset, items=len(items), models=[s.name for s in sources])
@@ -271,7 +272,7 @@ def _import_entries(
                     "item_id": item["id"],
                     "text": entry[source.key],
                     "decoding_json": decoding_json,
-                    "source": str(path.resolve()),
+                    "source": source_path,
                 }
                 for item, entry in zip(items, entries, strict=True)
                 if entry.get(source.key) is not None

@@ -96,22 +96,27 @@ def add_items(db: sqlite_utils.Database, dataset_id: int, items: Iterable[dict],
         )
 
 
+def in_clause(column: str, values: Sequence, params: dict, prefix: str) -> str:
+    """``column IN (:prefix0, ...)`` with the values bound into ``params``."""
+    names = []
+    for index, value in enumerate(values):
+        params[f"{prefix}{index}"] = value
+        names.append(f":{prefix}{index}")
+    return f"{column} IN ({', '.join(names)})"
+
+
 def next_position(db: sqlite_utils.Database, dataset_id: int) -> int:
     return _one(db, "SELECT COALESCE(MAX(position) + 1, 0) FROM items WHERE dataset_id = ?", [dataset_id])
 
 
 def set_item_splits(db: sqlite_utils.Database, dataset: str, splits: dict[str, list[int]]) -> int:
     """Label items by file position (a run's split.json); returns how many items were labelled."""
-    labelled = 0
+    dataset_id = _one(db, "SELECT id FROM datasets WHERE name = ?", [dataset])
     with transaction(db):
-        for split, positions in splits.items():
-            for position in positions:
-                labelled += db.execute(
-                    "UPDATE items SET split = ? WHERE position = ? AND dataset_id = "
-                    "(SELECT id FROM datasets WHERE name = ?)",
-                    [split, position, dataset],
-                ).rowcount
-    return labelled
+        return db.conn.executemany(
+            "UPDATE items SET split = ? WHERE position = ? AND dataset_id = ?",
+            [(split, position, dataset_id) for split, positions in splits.items() for position in positions],
+        ).rowcount  # executemany sums the rows each statement changed
 
 
 def dataset_items(db: sqlite_utils.Database, dataset: str) -> list[dict]:

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import sqlite_utils
 
 from trainer.errors import UserError
-from workbench.store.core import transaction, utc_now
+from workbench.store.core import in_clause, transaction, utc_now
 
 
 def _cache_key_params(model: str, digest: str, template_hash: str, options: dict, mode: str) -> list:
@@ -74,15 +74,12 @@ def get_or_create_ollama_judge(
 
 def _scope_sql(models: Sequence[str], dataset: str | None, limit: int | None, params: dict) -> str:
     """Ids of the first ``limit`` items (data set order) that hold a response of every one of ``models``."""
-    names = []
-    for index, name in enumerate(models):
-        params[f"model{index}"] = name
-        names.append(f":model{index}")
+    models_in = in_clause("m.name", models, params, "model")
     params.update(dataset=dataset, limit=-1 if limit is None else limit, model_count=len(models))
     return f"""SELECT i.id FROM items i JOIN datasets d ON d.id = i.dataset_id
                WHERE (:dataset IS NULL OR d.name = :dataset)
                  AND (SELECT COUNT(DISTINCT r.model_id) FROM responses r JOIN models m ON m.id = r.model_id
-                      WHERE r.item_id = i.id AND m.name IN ({", ".join(names)})) = :model_count
+                      WHERE r.item_id = i.id AND {models_in}) = :model_count
                ORDER BY d.id, i.position, i.id LIMIT :limit"""
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import sqlite_utils
 
-from workbench.store.core import HUMAN_SCORE_RANGE, reviewer_names
+from workbench.store.core import HUMAN_SCORE_RANGE, in_clause, reviewer_names
 
 # A blind pair comes back only after this many other blind votes, so the reviewer cannot simply remember it.
 REPEAT_MIN_GAP = 3
@@ -30,15 +30,6 @@ GROUP BY js.response_id, js.judge_id
 """
 
 
-def _in_clause(column: str, values: Sequence, params: dict, prefix: str) -> str:
-    """``column IN (:prefix0, ...)`` with the values bound into ``params``."""
-    names = []
-    for index, value in enumerate(values):
-        params[f"{prefix}{index}"] = value
-        names.append(f":{prefix}{index}")
-    return f"{column} IN ({', '.join(names)})"
-
-
 def _response_scope(dataset: str | None, models: Sequence[str] | None, split: str | None, params: dict) -> str:
     """WHERE conditions (on aliases i, d, m) restricting responses to a data set, models and split."""
     conditions = ["1 = 1"]
@@ -46,7 +37,7 @@ def _response_scope(dataset: str | None, models: Sequence[str] | None, split: st
         params["dataset"] = dataset
         conditions.append("d.name = :dataset")
     if models:
-        conditions.append(_in_clause("m.name", list(models), params, "model"))
+        conditions.append(in_clause("m.name", list(models), params, "model"))
     if split:
         params["split"] = split
         conditions.append("i.split = :split")
@@ -188,7 +179,7 @@ def item_view(
     if item is None:
         return None
     params: dict = {"item": item_id, "me": reviewer or ""}
-    scope = _in_clause("m.name", list(models), params, "model") if models else "1 = 1"
+    scope = in_clause("m.name", list(models), params, "model") if models else "1 = 1"
     rows = list(
         db.query(
             f"""SELECT r.id AS response_id, m.name AS model, r.text, r.injection_flag,
@@ -332,7 +323,7 @@ def _fresh_pairs(db, reviewer: str, dataset: str | None, models: Sequence[str] |
     """(item, model pair) combinations this reviewer has not voted on blind, in either side order."""
     params: dict = {"me": reviewer}
     scope = _response_scope(dataset, models, None, params)
-    scope_b = scope.replace("m.name", "mb.name")
+    scope_b = in_clause("mb.name", list(models), params, "model") if models else "1 = 1"
     sql = f"""
     SELECT ra.item_id, m.name AS model_a, mb.name AS model_b
     FROM responses ra JOIN responses rb ON rb.item_id = ra.item_id AND rb.model_id > ra.model_id
@@ -352,7 +343,7 @@ def _repeatable_votes(db, reviewer: str, dataset: str | None, models: Sequence[s
     """First-time blind votes of this reviewer not yet re-asked and at least REPEAT_MIN_GAP votes old."""
     params: dict = {"me": reviewer, "gap": REPEAT_MIN_GAP}
     scope = _response_scope(dataset, models, None, params)
-    scope_right = scope.replace("m.name", "mr.name")
+    scope_right = in_clause("mr.name", list(models), params, "model") if models else "1 = 1"
     sql = f"""
     WITH mine AS (
         SELECT pg.* FROM pairwise_grades pg JOIN reviewers rv ON rv.id = pg.reviewer_id
