@@ -21,7 +21,6 @@ from trainer.errors import UserError
 from workbench import stats, store
 
 HUMAN = "human"  # the mean grade of all reviewers, usable wherever a judge name is
-PREFERENCE_RESULT = {"left": 1.0, "right": 0.0, "tie": 0.5}
 WINNER_RESULT = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
@@ -114,11 +113,12 @@ def agreement(
 
 
 def _outcome_sources(db: sqlite_utils.Database) -> dict[str, list[stats.Outcome]]:
-    """Pairwise outcomes in the order they were given: human grades, then each pairwise judge."""
+    """Pairwise outcomes in the order they were given: human grades (without the swapped-side repeats, as in
+    the app's leaderboard: they measure the reviewer, not the models), then each pairwise judge."""
     sources: dict[str, list[stats.Outcome]] = {}
-    human = sorted(store.pairwise_grade_rows(db), key=lambda row: row["id"])
+    human = store.pairwise_outcomes(db, source="human")
     if human:
-        sources[HUMAN] = [(r["left_model"], r["right_model"], PREFERENCE_RESULT[r["preference"]]) for r in human]
+        sources[HUMAN] = human
     for row in store.judge_pairwise_rows(db):
         sources.setdefault(row["judge"], []).append((row["model_a"], row["model_b"], WINNER_RESULT[row["winner"]]))
     return sources
@@ -193,7 +193,7 @@ def compare(
             ).to_dict()
     head_to_head = {model_a: 0, model_b: 0, "tie": 0}
     for row in store.pairwise_grade_rows(db):
-        if {row["left_model"], row["right_model"]} == {model_a, model_b}:
+        if row["repeat_of"] is None and {row["left_model"], row["right_model"]} == {model_a, model_b}:
             winner = {"left": row["left_model"], "right": row["right_model"]}.get(row["preference"], "tie")
             head_to_head[winner] += 1
     correct_a, correct_b = store.benchmark_correctness(db, model_a), store.benchmark_correctness(db, model_b)

@@ -87,7 +87,9 @@ def test_stats_per_model_and_pairwise_ratings(book_db, capsys):
     _grade_two_reviewers(db, count=10)
     items = store.dataset_items(db, "eval-example-data")
     for i, item in enumerate(items[:20]):
-        store.add_pairwise_grade(db, item["id"], M1, M2, "alice", "left" if i < 15 else "right", True)
+        first = store.add_pairwise_grade(db, item["id"], M1, M2, "alice", "left" if i < 15 else "right", True)
+    # a swapped-side repeat measures alice's consistency, not the models: it is not a 21st comparison
+    store.add_pairwise_grade(db, items[19]["id"], M2, M1, "alice", "right", True, repeat_of=first)
     report = analysis.model_stats(db, resamples=200)
     assert report["models"][M1]["judges"] == {
         "gpt4": {"mean": 74.09, "n": 100},
@@ -100,6 +102,7 @@ def test_stats_per_model_and_pairwise_ratings(book_db, capsys):
     assert (human[M1]["wins"], human[M1]["win_rate"], human[M2]["losses"]) == (15, 0.75, 15)
     gap = human[M1]["bradley_terry"]["value"] - human[M2]["bradley_terry"]["value"]
     assert gap == pytest.approx(400 * np.log10(3), abs=1)
+    assert analysis.compare(db, M1, M2, resamples=50)["pairwise"] == {M1: 15, M2: 5, "tie": 0}
     assert cli.main(["stats", "--db", str(book_db), "--resamples", "100"]) == 0
     text = capsys.readouterr().out
     assert "model 1 response  100        74.1       77.0         3.15" in text
