@@ -21,7 +21,6 @@ from trainer.errors import UserError
 from workbench import stats, store
 
 HUMAN = "human"  # the mean grade of all reviewers, usable wherever a judge name is
-WINNER_RESULT = {"A": 1.0, "B": 0.0, "tie": 0.5}
 
 
 # --- gathering ratings -----------------------------------------------------------------------------------
@@ -120,7 +119,8 @@ def _outcome_sources(db: sqlite_utils.Database) -> dict[str, list[stats.Outcome]
     if human:
         sources[HUMAN] = human
     for row in store.judge_pairwise_rows(db):
-        sources.setdefault(row["judge"], []).append((row["model_a"], row["model_b"], WINNER_RESULT[row["winner"]]))
+        outcome = (row["model_a"], row["model_b"], stats.WINNER_RESULT[row["winner"]])
+        sources.setdefault(row["judge"], []).append(outcome)
     return sources
 
 

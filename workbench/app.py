@@ -17,8 +17,8 @@ import random
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
@@ -121,15 +121,6 @@ def _md(text: Any) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~>])", r"\\\1", html.escape(str(text), quote=False))
 
 
-@contextmanager
-def _connect(db_path: Path) -> Iterator[sqlite_utils.Database]:
-    db = store.open_db(db_path)
-    try:
-        yield db
-    finally:
-        db.close()
-
-
 def _reviewer(name: str | None, request: gr.Request | None) -> str:
     """The signed-in user when the app has logins, otherwise the name typed in the box (required)."""
     username = getattr(request, "username", None) if request is not None else None
@@ -218,8 +209,8 @@ class ReviewApp:
         self.repeat_share = repeat_share
         self.rng = random.Random(seed)
 
-    def connect(self):
-        return _connect(self.db_path)
+    def connect(self) -> closing[sqlite_utils.Database]:
+        return closing(store.open_db(self.db_path))
 
     # --- layout -----------------------------------------------------------------------------------------
 
@@ -273,9 +264,10 @@ class ReviewApp:
     def _wire_scope(self, blocks: gr.Blocks) -> None:
         def on_load(request: gr.Request):
             with self.connect() as db:
-                datasets = store.dataset_names(db)
-                dataset = max(datasets, key=lambda name: len(store.models_with_responses(db, name)), default=None)
-                models = store.models_with_responses(db, dataset) if dataset else []
+                models_by_dataset = {name: store.models_with_responses(db, name) for name in store.dataset_names(db)}
+            datasets = list(models_by_dataset)
+            dataset = max(datasets, key=lambda name: len(models_by_dataset[name]), default=None)
+            models = models_by_dataset.get(dataset, [])
             username = getattr(request, "username", None)
             reviewer = gr.update(value=username, interactive=False, label="Signed in as") if username else gr.update()
             return (
@@ -786,13 +778,12 @@ class ReviewApp:
                 mine = self._live_calibration(db, reviewer, dataset)
                 pairs = []
                 reviewers = store.reviewer_names(db)
+                scores = {
+                    name: store.rater_scores(db, f"reviewer:{name}", dataset=dataset or None) for name in reviewers
+                }
                 for first, second in combinations(reviewers, 2):
-                    a, b = f"reviewer:{first}", f"reviewer:{second}"
-                    row = _agreement_row(
-                        store.rater_scores(db, a, dataset=dataset or None),
-                        store.rater_scores(db, b, dataset=dataset or None),
-                        (store.rater_scale(db, a), store.rater_scale(db, b)),
-                    )
+                    scales = (store.rater_scale(db, f"reviewer:{first}"), store.rater_scale(db, f"reviewer:{second}"))
+                    row = _agreement_row(scores[first], scores[second], scales)
                     if row["n"]:
                         pairs.append(_rounded({"reviewers": f"{first} / {second}", **row}))
                 reviewer_rows = store.reviewer_consistency(db)
@@ -1173,7 +1164,7 @@ def build_app(
     """The review app over one database file. ``notice`` is a banner (the demo says when its model was
     trained from random weights); ``repeat_share`` is the share of blind votes that re-ask an earlier pair."""
     db_path = Path(db_path)
-    with _connect(db_path):  # create or migrate now, and fail with a one-line error for a bad path
+    with closing(store.open_db(db_path)):  # create or migrate now, and fail with a one-line error for a bad path
         pass
     app = ReviewApp(db_path, notice=notice, repeat_share=repeat_share, seed=seed)
     blocks = app.build()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.errors import UserError
+from workbench.judge import DEFAULT_HOST
 
 REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 SAMPLE_DATA = REPO_DATASETS / "instruction-sample.json"
@@ -54,7 +55,9 @@ def _pretrained_available() -> bool:
 
     from huggingface_hub import try_to_load_from_cache
 
-    cached = try_to_load_from_cache("openai-community/gpt2", "model.safetensors")
+    from trainer.weights import HUB_REPOS, WEIGHTS_FILE
+
+    cached = try_to_load_from_cache(HUB_REPOS[PRETRAINED], WEIGHTS_FILE)
     if isinstance(cached, str):
         return True
     return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and _hub_reachable()
@@ -199,7 +202,7 @@ def add_cli(subparsers) -> None:
         help="a Hugging Face GPT-2 folder to start from (default: gpt2 if it can be had, else a random tiny model)",
     )
     parser.add_argument("--judge-model", default=DEFAULT_JUDGE, help="Ollama judge model (default: %(default)s)")
-    parser.add_argument("--host", help="Ollama server (default: $OLLAMA_HOST or http://localhost:11434)")
+    parser.add_argument("--host", help=f"Ollama server (default: $OLLAMA_HOST or {DEFAULT_HOST})")
     parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")
     parser.add_argument("--port", type=int, default=7860, help="review app port (default: %(default)s)")
     parser.add_argument("--no-serve", action="store_true", help="stop after the pipeline, without the app")

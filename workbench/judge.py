@@ -41,10 +41,13 @@ from workbench.judge_prompts import (
     parse_verdict,
     repair_message,
 )
+from workbench.stats import WINNER_RESULT
 
 DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_SEED = 42
 MAX_BACKOFF_S = 30.0
+# Sampling options of every request; with the base seed they are part of the judge's cache key.
+SAMPLING_OPTIONS = {"temperature": 0}
 SWAP = {"A": "B", "B": "A", "tie": "tie"}
 
 logger = logging.getLogger(__name__)
@@ -122,7 +125,7 @@ class Asker:
                     model=self.model,
                     messages=conversation,
                     format=self.prompt.schema,
-                    options={"temperature": 0, "seed": seed},
+                    options={**SAMPLING_OPTIONS, "seed": seed},
                     stream=False,
                 )
             except Exception as exc:  # noqa: BLE001 - sorted below; anything unexpected is recorded, not raised
@@ -297,7 +300,7 @@ def pairwise_summary(rows: list[dict]) -> dict:
     second_twice = sum(row["verdict_ab"] == "B" and row["verdict_ba"] == "A" for row in judged)
     decisive = [row for row in judged if row["winner"] != "tie" and row["length_a"] != row["length_b"]]
     longer_won = sum((row["winner"] == "A") == (row["length_a"] > row["length_b"]) for row in decisive)
-    outcomes = [{"A": 1.0, "B": 0.0, "tie": 0.5}[row["winner"]] for row in judged]
+    outcomes = [WINNER_RESULT[row["winner"]] for row in judged]
     lc_rate = length_controlled_win_rate(
         outcomes, [row["length_a"] for row in judged], [row["length_b"] for row in judged]
     )
@@ -412,7 +415,7 @@ def run_judge(
         models = _models_to_judge(db, mode, response_keys)
         client = ollama.Client(host=host, timeout=timeout)
         judge_model, digest = pulled_model(client, host, judge_model)
-        options = {"temperature": 0, "seed": seed}
+        options = {**SAMPLING_OPTIONS, "seed": seed}
         key = {
             "model": judge_model,
             "digest": digest,

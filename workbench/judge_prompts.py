@@ -73,10 +73,11 @@ def _block(tag: str, marker: str, text: str) -> str:
     return f"<{tag}-{marker}>\n{text}\n</{tag}-{marker}>"
 
 
-def boundary_marker(*texts: str, salt: str = "") -> str:
+def boundary_marker(*texts: str) -> str:
     """A marker that appears in none of ``texts`` and that they cannot predict (it hashes them all)."""
     for attempt in range(1000):
-        digest = hashlib.sha256("\x1f".join((salt, str(attempt), *texts)).encode("utf-8")).hexdigest()[:20]
+        # The leading empty field keeps every marker, and so every stored template hash, as first released.
+        digest = hashlib.sha256("\x1f".join(("", str(attempt), *texts)).encode("utf-8")).hexdigest()[:20]
         if not any(digest in text for text in texts):
             return digest
     raise RuntimeError("no boundary marker found")  # unreachable: a 20-hex hash colliding 1000 times
@@ -94,12 +95,12 @@ class JudgePrompt:
     def schema(self) -> dict:
         return SCORE_SCHEMA if self.mode == "score" else PAIRWISE_SCHEMA
 
-    def messages(self, item: dict, responses: tuple[str, ...], *, salt: str = "") -> list[dict]:
+    def messages(self, item: dict, responses: tuple[str, ...]) -> list[dict]:
         """Chat messages for one item (keys instruction, input, reference_output) and one response (score
         mode) or two responses shown as A then B (pairwise mode)."""
         question = format_input(item["instruction"], item.get("input") or "")
         reference = item.get("reference_output") or ""
-        marker = boundary_marker(question, reference, *responses, salt=salt)
+        marker = boundary_marker(question, reference, *responses)
         if self.mode == "score":
             (response,) = responses
             blocks = [_block("response", marker, response)]

@@ -156,6 +156,7 @@ def krippendorff_alpha(ratings: Sequence[Sequence[float]], *, level: str = "ordi
 
 # An outcome is (model_a, model_b, result) with result 1.0 (a won), 0.0 (b won) or 0.5 (tie).
 Outcome = tuple[str, str, float]
+WINNER_RESULT = {"A": 1.0, "B": 0.0, "tie": 0.5}  # a pairwise verdict (A, B or tie) as an outcome's result
 
 
 def win_rates(outcomes: Sequence[Outcome]) -> dict[str, dict]:
