@@ -200,19 +200,36 @@ def training_metrics(db: sqlite_utils.Database, model: str) -> list[dict]:
 def upsert_responses(db: sqlite_utils.Database, model_id: int, responses: Iterable[dict]) -> None:
     """Insert or refresh responses (dicts with item_id, text, decoding_json, source) of one model.
 
-    An unchanged text keeps its row, id and timestamps, so judge scores and grades stay attached.
+    An unchanged text keeps its row, id and timestamps, so judge scores and grades stay attached. A changed
+    text becomes a new current version with a new id: what was graded or judged stays with the old text, and
+    the new text is ungraded and unjudged.
     """
     now = utc_now()
     with transaction(db):
-        db.conn.executemany(
-            "INSERT INTO responses (item_id, model_id, text, decoding_json, source, created_at) "
-            "VALUES (:item_id, :model_id, :text, :decoding_json, :source, :created_at) "
-            "ON CONFLICT(item_id, model_id) DO UPDATE SET text = excluded.text, "
-            "decoding_json = COALESCE(excluded.decoding_json, decoding_json), source = excluded.source "
-            "WHERE text IS NOT excluded.text OR decoding_json IS NOT COALESCE(excluded.decoding_json, "
-            "decoding_json) OR source IS NOT excluded.source",
-            ({**r, "model_id": model_id, "created_at": now} for r in responses),
-        )
+        for response in responses:
+            row = {**response, "model_id": model_id, "created_at": now}
+            current = db.execute(
+                "SELECT id, text, version FROM response_versions "
+                "WHERE item_id = :item_id AND model_id = :model_id AND is_current = 1",
+                row,
+            ).fetchone()
+            if current is not None and current[1] == row["text"]:
+                db.execute(
+                    "UPDATE response_versions SET decoding_json = COALESCE(:decoding_json, decoding_json), "
+                    "source = :source WHERE id = :id AND (decoding_json IS NOT COALESCE(:decoding_json, "
+                    "decoding_json) OR source IS NOT :source)",
+                    {**row, "id": current[0]},
+                )
+                continue
+            if current is not None:
+                db.execute("UPDATE response_versions SET is_current = 0 WHERE id = ?", [current[0]])
+            db.execute(
+                "INSERT INTO response_versions (item_id, model_id, version, is_current, text, decoding_json, "
+                "source, created_at) VALUES (:item_id, :model_id, (SELECT COALESCE(MAX(version), 0) + 1 FROM "
+                "response_versions WHERE item_id = :item_id AND model_id = :model_id), 1, :text, :decoding_json, "
+                ":source, :created_at)",
+                row,
+            )
 
 
 def response_rows(

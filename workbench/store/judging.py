@@ -219,7 +219,7 @@ def set_injection_flags(db: sqlite_utils.Database, flags: Mapping[int, str | Non
     with transaction(db):
         before = db.conn.total_changes
         db.conn.executemany(
-            "UPDATE responses SET injection_flag = ? WHERE id = ? AND injection_flag IS NOT ?",
+            "UPDATE response_versions SET injection_flag = ? WHERE id = ? AND injection_flag IS NOT ?",
             ((flag, response_id, flag) for response_id, flag in flags.items()),
         )
         return db.conn.total_changes - before

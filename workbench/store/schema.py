@@ -187,12 +187,80 @@ CREATE INDEX benchmark_samples_run ON benchmark_samples(benchmark_run_id, task, 
 """
 
 
+# Version 2: responses are versioned and the review app keeps its own state.
+# - ``response_versions`` holds every text a model ever gave for an item; a re-import with changed text adds a
+#   version instead of rewriting the old one, so grades, judge scores and flags stay with the exact text they
+#   were given to. The view ``responses`` shows the current versions only: every statistic, queue and judge
+#   run reads it, and so sees the current text; exports read ``response_versions`` to keep the history.
+# - ``grade_drafts``: a comment typed before any grade (nothing a reviewer types is lost).
+# - ``item_views``: items a reviewer has seen with model names shown (blind pairs leave them out).
+# - ``review_settings``: per data set review campaign settings (blind review).
+# The table rebuild follows SQLite's recipe: renaming ``responses`` first points the foreign keys of grades and
+# judge scores at ``response_versions``, then the new table takes that name.
+SCHEMA_V2 = """
+CREATE TABLE response_versions_new (
+    id INTEGER PRIMARY KEY,
+    item_id TEXT NOT NULL REFERENCES items(id),
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    version INTEGER NOT NULL DEFAULT 1,
+    is_current INTEGER NOT NULL DEFAULT 1 CHECK (is_current IN (0, 1)),
+    text TEXT NOT NULL,
+    decoding_json TEXT,
+    source TEXT,
+    injection_flag TEXT,
+    created_at TEXT NOT NULL,
+    UNIQUE (item_id, model_id, version)
+);
+INSERT INTO response_versions_new (id, item_id, model_id, version, is_current, text, decoding_json, source,
+                                   injection_flag, created_at)
+    SELECT id, item_id, model_id, 1, 1, text, decoding_json, source, injection_flag, created_at FROM responses;
+ALTER TABLE responses RENAME TO response_versions;
+DROP TABLE response_versions;
+ALTER TABLE response_versions_new RENAME TO response_versions;
+CREATE UNIQUE INDEX response_versions_current ON response_versions(item_id, model_id) WHERE is_current = 1;
+CREATE INDEX response_versions_model ON response_versions(model_id, item_id) WHERE is_current = 1;
+CREATE VIEW responses AS
+    SELECT id, item_id, model_id, version, text, decoding_json, source, injection_flag, created_at
+    FROM response_versions WHERE is_current = 1;
+CREATE TABLE grade_drafts (
+    response_id INTEGER NOT NULL REFERENCES response_versions(id),
+    reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
+    comment TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (response_id, reviewer_id)
+);
+CREATE TABLE item_views (
+    reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
+    item_id TEXT NOT NULL REFERENCES items(id),
+    first_seen_at TEXT NOT NULL,
+    PRIMARY KEY (reviewer_id, item_id)
+);
+CREATE TABLE review_settings (
+    dataset_id INTEGER PRIMARY KEY REFERENCES datasets(id),
+    blind INTEGER NOT NULL DEFAULT 0 CHECK (blind IN (0, 1)),
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX items_dataset_split ON items(dataset_id, split, position);
+CREATE INDEX pairwise_grades_reviewer_item ON pairwise_grades(reviewer_id, item_id);
+"""
+
+
+def _statements(script: str) -> list[str]:
+    return [statement.strip() for statement in script.split(";\n") if statement.strip()]
+
+
 def _migrate_to_v1(db: sqlite_utils.Database) -> None:
-    db.executescript(SCHEMA_V1)  # inside the open transaction sqlite-utils runs it without committing
+    for statement in _statements(SCHEMA_V1):  # one by one: executescript would commit the open transaction
+        db.execute(statement)
+
+
+def _migrate_to_v2(db: sqlite_utils.Database) -> None:
+    for statement in _statements(SCHEMA_V2):
+        db.execute(statement)
 
 
 # MIGRATIONS[i] brings a database from version i to version i + 1. Append only; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_v1]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_v1, _migrate_to_v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
@@ -238,7 +306,11 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
 
 
 def _migrate(db: sqlite_utils.Database, path: Path) -> None:
-    """Apply pending migrations in one write transaction (another process may have migrated meanwhile)."""
+    """Apply pending migrations in one write transaction (another process may have migrated meanwhile).
+
+    Foreign keys are off while tables are rebuilt (SQLite's recipe) and checked before the commit.
+    """
+    db.execute("PRAGMA foreign_keys = OFF")  # a no-op inside a transaction, so before BEGIN
     db.execute("BEGIN IMMEDIATE")
     try:
         version = schema_version(db)
@@ -250,7 +322,12 @@ def _migrate(db: sqlite_utils.Database, path: Path) -> None:
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             [str(SCHEMA_VERSION)],
         )
+        broken = db.execute("PRAGMA foreign_key_check").fetchall()
+        if broken:
+            raise UserError(f"{path}: migration left {len(broken)} broken references, e.g. {broken[0]}")
     except BaseException:
         db.rollback()
+        db.execute("PRAGMA foreign_keys = ON")
         raise
     db.commit()
+    db.execute("PRAGMA foreign_keys = ON")
