@@ -518,7 +518,11 @@ def run_benchmark(
 
 
 def plot_subject_accuracy(results: list[dict], path: str | os.PathLike, *, title: str = "MMLU accuracy") -> Path:
-    """Horizontal bars of per-subject MMLU accuracy with standard errors, chance and macro average marked."""
+    """Horizontal bars of per-subject MMLU accuracy with standard errors, chance and macro average marked.
+
+    Text is drawn literally (``text.parse_math`` off): a model or subject name with ``$`` in it is a name, not
+    mathtext that could fail to parse.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -531,27 +535,30 @@ def plot_subject_accuracy(results: list[dict], path: str | os.PathLike, *, title
     if not subjects:
         raise UserError("no per-subject MMLU accuracy to plot")
     macro = next((row["value"] for row in results if row["metric"] == "acc_macro"), None)
-    figure, axes = plt.subplots(figsize=(8, 1.0 + 0.22 * len(subjects)))
-    axes.barh(
-        [row["subject"].replace("_", " ") for row in subjects],
-        [row["value"] for row in subjects],
-        xerr=[row["stderr"] or 0.0 for row in subjects],
-        color="#4c72b0",
-        ecolor="#555555",
-        capsize=2,
-    )
-    axes.axvline(CHANCE, color="#c44e52", linestyle="--", label=f"chance ({CHANCE:.0%})")
-    if macro is not None:
-        axes.axvline(macro, color="#55a868", label=f"macro average ({macro:.1%})")
-    axes.set_xlim(0, 1)
-    axes.set_xlabel("accuracy")
-    axes.set_title(title)
-    axes.legend(loc="lower right")
-    figure.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    with matplotlib.rc_context({"text.parse_math": False}):  # labels and ticks are parsed when drawn: savefig too
+        figure, axes = plt.subplots(figsize=(8, 1.0 + 0.22 * len(subjects)))
+        try:
+            axes.barh(
+                [row["subject"].replace("_", " ") for row in subjects],
+                [row["value"] for row in subjects],
+                xerr=[row["stderr"] or 0.0 for row in subjects],
+                color="#4c72b0",
+                ecolor="#555555",
+                capsize=2,
+            )
+            axes.axvline(CHANCE, color="#c44e52", linestyle="--", label=f"chance ({CHANCE:.0%})")
+            if macro is not None:
+                axes.axvline(macro, color="#55a868", label=f"macro average ({macro:.1%})")
+            axes.set_xlim(0, 1)
+            axes.set_xlabel("accuracy")
+            axes.set_title(title)
+            axes.legend(loc="lower right")
+            figure.tight_layout()
+            figure.savefig(path, dpi=120)
+        finally:
+            plt.close(figure)
     return path
 
 

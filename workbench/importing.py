@@ -12,7 +12,7 @@ import csv
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -298,6 +298,59 @@ def _record_preferences(db: sqlite_utils.Database, dataset: str, entries: list[d
     return added
 
 
+UPLOAD_KINDS = ("data", "scores")
+
+
+def import_files(
+    db: sqlite_utils.Database,
+    paths: Sequence[str | Path],
+    *,
+    kind: str,
+    dataset: str | None = None,
+    model: str | None = None,
+    judge: str | None = None,
+    response_key: str | None = None,
+) -> list[ImportSummary]:
+    """Import several files (the app's uploads) in one transaction: all of them, or nothing.
+
+    ``kind`` is ``data`` (instruction, response or preference files and run folders, as ``import_path``) or
+    ``scores`` (one judge's score files for ``response_key``, as ``import_scores``). A ``config.json`` makes
+    its folder a run folder (its ``metrics.jsonl`` and ``split.json`` are read from there, after the data
+    files so that split labels find their items); ``FILE.meta.json`` sidecars are read with ``FILE``. An
+    error names the file it is about; nothing of the earlier files is kept then.
+    """
+    if kind not in UPLOAD_KINDS:
+        raise UserError(f"unknown upload kind {kind!r}; choose one of {', '.join(UPLOAD_KINDS)}")
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise UserError("no files to import")
+    if kind == "scores":
+        if not judge or not response_key:
+            raise UserError("judge scores need the judge's name and the model (response key) they are for")
+        jobs = [
+            (path, lambda path=path: import_scores(db, path, judge=judge, response_key=response_key, dataset=dataset))
+            for path in paths
+        ]
+    else:
+        run_dirs = list(dict.fromkeys(path.parent for path in paths if path.name == "config.json"))
+        data_files = [path for path in paths if path.parent not in run_dirs and not path.name.endswith(".meta.json")]
+        jobs = [
+            (path, lambda path=path: import_path(db, path, dataset=dataset, model=model)) for path in data_files
+        ] + [(run_dir, lambda run_dir=run_dir: import_run_folder(db, run_dir)) for run_dir in run_dirs]
+        if not jobs:
+            raise UserError("only .meta.json files: upload them together with the responses file they describe")
+    summaries = []
+    with store.transaction(db):
+        for path, job in jobs:
+            try:
+                summaries.append(job())
+            except UserError as exc:
+                if str(path) in str(exc) or path.name in str(exc):
+                    raise
+                raise UserError(f"{path}: {exc}") from exc
+    return summaries
+
+
 def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary:
     """A trainer run folder: the model (named after the run), its config and its metrics history."""
     config_path = run_dir / "config.json"
@@ -488,6 +541,17 @@ def _plain_number(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell that no spreadsheet runs as a formula: text starting with ``=``, ``+``, ``-``,
+    ``@``, tab or carriage return gets a leading ``'`` (OWASP's CSV injection advice); numbers stay numbers."""
+    if isinstance(value, str):
+        return "'" + value if value.startswith(FORMULA_STARTS) else value
+    return _plain_number(value)
+
+
 def _only_dataset(db: sqlite_utils.Database) -> str:
     names = store.dataset_names(db)
     if len(names) != 1:
@@ -505,7 +569,7 @@ def export(db: sqlite_utils.Database, fmt: str, out: str | Path, *, dataset: str
         with out.open("w", newline="", encoding="utf-8") as handle:
             writer = csv.DictWriter(handle, fieldnames=store.CSV_COLUMNS)
             writer.writeheader()
-            writer.writerows({key: _plain_number(value) for key, value in row.items()} for row in rows)
+            writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
         return len(rows)
     if fmt == "json":
         entries = export_json(db, dataset)

@@ -6,29 +6,11 @@ Kept apart from ``workbench.app`` so that the command line starts without import
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
 from pathlib import Path
 
-from trainer.errors import UserError
+from workbench.auth import Logins, load_logins
 
-
-def read_auth(pairs: Sequence[str] = (), auth_file: str | Path | None = None) -> list[tuple[str, str]]:
-    """USER:PASS pairs from the command line and from a file (one per line, # comments allowed)."""
-    entries = [(str(pair), "--auth") for pair in pairs]
-    if auth_file is not None:
-        path = Path(auth_file)
-        if not path.is_file():
-            raise UserError(f"{path}: auth file not found")
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip() and not line.lstrip().startswith("#"):
-                entries.append((line.strip(), f"{path} line {number}"))
-    credentials = []
-    for entry, where in entries:
-        user, sep, password = entry.partition(":")
-        if not sep or not user.strip() or not password:
-            raise UserError(f"{where}: expected USER:PASS, got {entry.split(':')[0]!r}...")
-        credentials.append((user.strip(), password))
-    return credentials
+DEFAULT_MAX_UPLOAD_MB = 50
 
 
 def serve(
@@ -36,17 +18,27 @@ def serve(
     *,
     host: str = "127.0.0.1",
     port: int = 7860,
-    auth: list[tuple[str, str]] | None = None,
+    logins: Logins | None = None,
     notice: str | None = None,
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
 ) -> None:
-    """Build the app and serve it until interrupted (Ctrl+C)."""
+    """Build the app and serve it until interrupted (Ctrl+C). ``logins`` (from ``load_logins``) gives sign-in
+    and roles; None means no sign-in, which is only safe on this machine."""
     from workbench.app import build_app, launch  # Gradio takes seconds to import: only when serving
 
-    blocks = build_app(db_path, notice=notice)
-    if host not in ("127.0.0.1", "localhost") and not auth:
-        print(f"warning: serving on {host} without --auth: anyone who can reach it can grade")
-    _, url, _ = launch(blocks, host=host, port=port, auth=auth, quiet=True, prevent_thread_lock=True)
-    print(f"review app on {url} ({'logins required' if auth else 'no logins'}); Ctrl+C stops it")
+    blocks = build_app(db_path, notice=notice, logins=logins)
+    if host not in ("127.0.0.1", "localhost") and not logins:
+        print(f"warning: serving on {host} without logins: anyone who can reach it can grade, upload and export")
+    _, url, _ = launch(
+        blocks,
+        host=host,
+        port=port,
+        logins=logins,
+        max_upload_mb=max_upload_mb,
+        quiet=True,
+        prevent_thread_lock=True,
+    )
+    print(f"review app on {url} ({'logins required' if logins else 'no logins'}); Ctrl+C stops it")
     try:
         blocks.block_thread()
     finally:
@@ -54,7 +46,15 @@ def serve(
 
 
 def _cli(args: argparse.Namespace) -> None:
-    serve(args.db, host=args.host, port=args.port, auth=read_auth(args.auth or (), args.auth_file))
+    logins = load_logins(args.auth or (), args.auth_file, args.admin or ())
+    serve(args.db, host=args.host, port=args.port, logins=logins, max_upload_mb=args.max_upload_mb)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
+    return value
 
 
 def add_cli(subparsers) -> None:
@@ -68,12 +68,27 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--db", required=True, type=Path, help="workbench SQLite file")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)")
     parser.add_argument("--port", type=int, default=7860)
-    logins = parser.add_mutually_exclusive_group()
-    logins.add_argument(
+    parser.add_argument(
+        "--auth-file",
+        type=Path,
+        help="logins: one NAME:ROLE:HASH per line, written by `workbench users add` (the login is the reviewer name)",
+    )
+    parser.add_argument(
         "--auth",
         action="append",
         metavar="USER:PASS",
-        help="require a login; repeat for several reviewers (the login is the reviewer name)",
+        help="a reviewer login given on the command line (visible in `ps`: prefer --auth-file); repeatable",
     )
-    logins.add_argument("--auth-file", type=Path, help="file with one USER:PASS per line")
+    parser.add_argument(
+        "--admin",
+        action="append",
+        metavar="NAME",
+        help="make this login an admin (may upload and export); repeatable",
+    )
+    parser.add_argument(
+        "--max-upload-mb",
+        type=_positive_int,
+        default=DEFAULT_MAX_UPLOAD_MB,
+        help=f"largest file the app accepts for import, in MB (default {DEFAULT_MAX_UPLOAD_MB})",
+    )
     parser.set_defaults(func=_cli)

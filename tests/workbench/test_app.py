@@ -14,14 +14,14 @@ import re
 import shutil
 import socket
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import REPO
-from trainer.errors import UserError
 from workbench import app, importing, store
-from workbench.serve import read_auth
+from workbench.auth import load_logins
 from workbench.store.review import REPEAT_MIN_GAP
 
 BOOK = "eval-example-data"
@@ -164,10 +164,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(db_path: Path, **launch_options):
-    blocks = app.build_app(db_path, notice=None, seed=7)
+def _start(db_path: Path, logins=None, **launch_options):
+    blocks = app.build_app(db_path, notice=None, seed=7, logins=logins)
     port = _free_port()
-    app.launch(blocks, port=port, prevent_thread_lock=True, quiet=True, **launch_options)
+    app.launch(blocks, port=port, prevent_thread_lock=True, quiet=True, logins=logins, **launch_options)
     return blocks, f"http://127.0.0.1:{port}/"
 
 
@@ -213,6 +213,15 @@ def _wait_for_text(page, selector: str, pattern: str) -> None:
     )
 
 
+def _wait_for(condition, timeout_s: float = TIMEOUT_MS / 1000):
+    """Poll ``condition`` (a read of the SQLite file) until it holds: saves happen as the reviewer clicks."""
+    deadline = time.monotonic() + timeout_s
+    while not (result := condition()):
+        assert time.monotonic() < deadline, "timed out waiting for the database"
+        time.sleep(0.05)
+    return result
+
+
 def _open_tab(page, name: str) -> None:
     page.get_by_role("tab", name=name).click()
 
@@ -250,15 +259,15 @@ def test_grading_by_mouse_is_stored_per_reviewer(page, app_db, tmp_path):
     _sign_in(page, "mouse")
     instruction = _text(page, "instruction")
     assert instruction == "Calculate the hypotenuse of a right triangle with legs of 6 cm and 8 cm."
-    assert _text(page, "response-0") == "\nThe hypotenuse of the triangle is 3 cm."
+    assert _text(page, "response-0") == "The hypotenuse of the triangle is 3 cm."  # leading blank line trimmed
     assert "gpt4" in page.locator("#judges-0").inner_text()
     page.locator("#grade-0").get_by_label("3 · partly right").check()
     page.locator("#grade-1").get_by_label("1 · wrong or unusable").check()
     page.locator("#comment-1 textarea").fill("12 cm is wrong too")
     page.locator("#better").get_by_label("Tie").check()
-    page.locator("#save").click()
-    _wait_for_text(page, "#save-status", "Saved 2 grades")
+    _wait_for_text(page, "#saved-1", "grade 1 saved with comment")  # stored as clicked, no Save needed
     _wait_for_text(page, "#progress", r"You: 2 / 200")
+    _wait_for(lambda: _pairwise(app_db, "mouse"))
     assert _grades(app_db, "mouse") == {
         (instruction, MODEL_1): (3, ""),
         (instruction, MODEL_2): (1, "12 cm is wrong too"),
@@ -266,9 +275,7 @@ def test_grading_by_mouse_is_stored_per_reviewer(page, app_db, tmp_path):
     assert _pairwise(app_db, "mouse") == [(instruction, MODEL_1, MODEL_2, "tie", 0, None)]
     # changing the mark replaces it instead of adding a second vote
     page.locator("#better").get_by_label("B better").check()
-    page.locator("#save").click()
-    _wait_for_text(page, "#save-status", "Saved 2 grades")
-    page.wait_for_timeout(200)
+    _wait_for(lambda: _pairwise(app_db, "mouse")[0][3] == "right")
     assert _pairwise(app_db, "mouse") == [(instruction, MODEL_1, MODEL_2, "right", 0, None)]
     page.evaluate("window.scrollTo(0, 0)")
     # the README's picture is refreshed on request only, so that running the tests leaves the checkout clean
@@ -452,7 +459,8 @@ def test_data_tab_imports_an_upload_and_exports(page, app_db, tmp_path):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_login_refuses_a_wrong_password_and_names_the_reviewer(browser, app_db):
-    blocks, url = _start(app_db, auth=[("alice", "right-pass"), ("bob", "other")])
+    logins = load_logins(["alice:right-pass", "bob:other"], admins=["alice"], warn=lambda message: None)
+    blocks, url = _start(app_db, logins=logins)
     try:
         context = browser.new_context()
         context.set_default_timeout(TIMEOUT_MS)
@@ -470,8 +478,7 @@ def test_login_refuses_a_wrong_password_and_names_the_reviewer(browser, app_db):
         assert _text(page, "reviewer-name") == "alice"
         page.locator("#item-header").click()
         page.keyboard.press("5")
-        page.keyboard.press("s")
-        _wait_for_text(page, "#save-status", "Saved 1 grade")
+        _wait_for(lambda: _grades(app_db, "alice"))
         assert _grades(app_db, "alice") == {
             ("Calculate the hypotenuse of a right triangle with legs of 6 cm and 8 cm.", MODEL_1): (5, "")
         }
@@ -598,23 +605,3 @@ def test_score_outcomes_turn_scores_into_comparisons(graded_db):
     outcomes = store.score_outcomes(graded_db, "judge:gpt4", dataset=BOOK)
     assert len(outcomes) == 100
     assert outcomes[0] == (MODEL_1, MODEL_2, 0.5)  # gpt4 gave both answers of item 0 a 0
-
-
-def test_read_auth_parses_pairs_and_files(tmp_path):
-    auth_file = tmp_path / "logins.txt"
-    auth_file.write_text("# reviewers\nann:pa:ss\n\nben:x\n")
-    assert read_auth(["cy:z"], auth_file) == [("cy", "z"), ("ann", "pa:ss"), ("ben", "x")]
-    with pytest.raises(UserError, match="line 2: expected USER:PASS"):
-        read_auth([], _write(tmp_path / "bad.txt", "ok:1\nnocolon\n"))
-
-
-def _write(path: Path, text: str) -> Path:
-    path.write_text(text)
-    return path
-
-
-def test_serve_rejects_a_bad_auth_flag(tmp_path, capsys):
-    from workbench.cli import main
-
-    assert main(["serve", "--db", str(tmp_path / "x.db"), "--auth", "nopassword"]) == 2
-    assert "expected USER:PASS" in capsys.readouterr().err

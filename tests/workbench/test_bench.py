@@ -93,6 +93,20 @@ def test_five_shot_with_limit_and_plot(tiny_run, db_path, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_plot_draws_names_with_dollar_signs_literally(tmp_path):
+    """Matplotlib would parse ``$...$`` as math text and raise on a name such as ``$\\frac{$``."""
+    results = [
+        {"task": "mmlu", "subject": "a_$x$", "metric": "acc", "value": 0.5, "stderr": 0.1},
+        {"task": "mmlu", "subject": "b_$\\frac{$", "metric": "acc", "value": 0.25, "stderr": None},
+        {"task": "mmlu", "subject": None, "metric": "acc_macro", "value": 0.375, "stderr": None},
+    ]
+    png = plot_subject_accuracy(results, tmp_path / "plots" / "mmlu.png", title="MMLU: $\\frac{$")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    import matplotlib
+
+    assert matplotlib.rcParams["text.parse_math"] is True  # the setting is the plot's own, not changed globally
+
+
 @pytest.mark.slow
 def test_hf_backend_runs_through_bench(tiny_hf_dir, db_path):
     summary = run_benchmark(db_path, hf_model=str(tiny_hf_dir), mmlu_dir=MC_SAMPLE, limit=3)

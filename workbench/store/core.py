@@ -339,7 +339,8 @@ def add_grade(db: sqlite_utils.Database, response_id: int, reviewer: str, score:
         raise UserError(f"grade {score!r} for response {response_id} must be an integer from {low} to {high}")
     with transaction(db):
         reviewer_id = get_or_create_reviewer(db, reviewer)
-        if _one(db, "SELECT 1 FROM responses WHERE id = ?", [response_id]) is None:
+        # any version: a grade belongs to the text the reviewer read, even if a re-import replaced it meanwhile
+        if _one(db, "SELECT 1 FROM response_versions WHERE id = ?", [response_id]) is None:
             raise UserError(f"no response with id {response_id}")
         now = utc_now()
         return _one(
@@ -459,22 +460,6 @@ def pairwise_grade_rows(db: sqlite_utils.Database, dataset: str | None = None) -
     )
 
 
-CSV_COLUMNS = (
-    "kind",
-    "dataset",
-    "item_id",
-    "instruction",
-    "model",
-    "other_model",
-    "rater",
-    "repeat",
-    "score",
-    "preference",
-    "comment",
-    "created_at",
-)
-
-
 def judge_pairwise_rows(db: sqlite_utils.Database) -> list[dict]:
     """Pairwise judge verdicts (``winner`` A/B/tie, already reconciled over both orders) in judging order."""
     return list(
@@ -489,30 +474,97 @@ def judge_pairwise_rows(db: sqlite_utils.Database) -> list[dict]:
     )
 
 
+# The CSV export: one row per judge score, human grade and human pairwise grade. Scores and grades refer to one
+# response version (its text, version number and whether it is still current); pairwise grades refer to an item
+# and two models, so their response columns are empty.
+CSV_COLUMNS = (
+    "kind",
+    "dataset",
+    "item_id",
+    "instruction",
+    "model",
+    "other_model",
+    "rater",
+    "repeat",
+    "score",
+    "preference",
+    "comment",
+    "created_at",
+    "response_version",
+    "response_current",
+    "response",
+)
+
+# Like _SCORE_JOINS, but over every version: the export keeps what was given to texts a re-import replaced.
+_VERSION_JOINS = (
+    "JOIN response_versions rv ON rv.id = {table}.response_id JOIN models ON models.id = rv.model_id "
+    "JOIN items ON items.id = rv.item_id JOIN datasets ON datasets.id = items.dataset_id "
+)
+
+
 def grades_and_scores_rows(db: sqlite_utils.Database) -> list[dict]:
-    """One row per judge score, human grade and human pairwise grade: the CSV export."""
+    """The CSV export's rows (``CSV_COLUMNS``), older response versions' scores and grades included."""
     return list(
         db.query(
             f"SELECT {', '.join(CSV_COLUMNS)} FROM ("
             "SELECT 'judge' AS kind, datasets.name AS dataset, items.id AS item_id, items.instruction, "
             "models.name AS model, NULL AS other_model, judges.name AS rater, judge_scores.repeat, "
             "judge_scores.score, NULL AS preference, COALESCE(judge_scores.rationale, judge_scores.error) "
-            "AS comment, judge_scores.created_at, datasets.id AS d, items.position AS p, 0 AS k "
-            "FROM judge_scores JOIN judges ON judges.id = judge_scores.judge_id "
-            + _SCORE_JOINS.format(table="judge_scores")
+            "AS comment, judge_scores.created_at, rv.version AS response_version, "
+            "rv.is_current AS response_current, rv.text AS response, datasets.id AS d, items.position AS p, "
+            "0 AS k FROM judge_scores JOIN judges ON judges.id = judge_scores.judge_id "
+            + _VERSION_JOINS.format(table="judge_scores")
             + "UNION ALL SELECT 'grade', datasets.name, items.id, items.instruction, models.name, NULL, "
-            "reviewers.name, 0, grades.score, NULL, grades.comment, grades.updated_at, datasets.id, "
-            "items.position, 1 FROM grades JOIN reviewers ON reviewers.id = grades.reviewer_id "
-            + _SCORE_JOINS.format(table="grades")
+            "reviewers.name, 0, grades.score, NULL, grades.comment, grades.updated_at, rv.version, "
+            "rv.is_current, rv.text, datasets.id, items.position, 1 "
+            "FROM grades JOIN reviewers ON reviewers.id = grades.reviewer_id "
+            + _VERSION_JOINS.format(table="grades")
             + "UNION ALL SELECT 'pairwise', datasets.name, items.id, items.instruction, l.name, r.name, "
             "reviewers.name, 0, NULL, pairwise_grades.preference, pairwise_grades.comment, "
-            "pairwise_grades.created_at, datasets.id, items.position, 2 FROM pairwise_grades "
+            "pairwise_grades.created_at, NULL, NULL, NULL, datasets.id, items.position, 2 FROM pairwise_grades "
             "JOIN items ON items.id = pairwise_grades.item_id "
             "JOIN datasets ON datasets.id = items.dataset_id "
             "JOIN models AS l ON l.id = pairwise_grades.left_model_id "
             "JOIN models AS r ON r.id = pairwise_grades.right_model_id "
             "JOIN reviewers ON reviewers.id = pairwise_grades.reviewer_id"
-            ") ORDER BY d, p, item_id, k, model, rater, repeat"
+            ") ORDER BY d, p, item_id, k, model, response_version, rater, repeat"
+        )
+    )
+
+
+def older_graded_versions(db: sqlite_utils.Database, item_id: str, models: Sequence[str]) -> dict[str, int]:
+    """Per model name, how many human grades were given to this item's replaced (non-current) responses.
+
+    Every model asked about gets an entry (0 when none): the app says "older versions were graded" where > 0.
+    """
+    counts = dict.fromkeys(models, 0)
+    if not models:
+        return counts
+    params: dict = {"item_id": item_id}
+    rows = db.execute(
+        "SELECT models.name, COUNT(grades.id) FROM response_versions rv "
+        "JOIN models ON models.id = rv.model_id JOIN grades ON grades.response_id = rv.id "
+        f"WHERE rv.item_id = :item_id AND rv.is_current = 0 AND {in_clause('models.name', models, params, 'm')} "
+        "GROUP BY models.id",
+        params,
+    ).fetchall()
+    counts.update(dict(rows))
+    return counts
+
+
+def response_history(db: sqlite_utils.Database, item_id: str, model: str) -> list[dict]:
+    """Every text ``model`` gave for the item, oldest first: response_id, version, is_current, text,
+    created_at, grades (human grades of that version) and judge_scores (judge scores of it, failed attempts
+    left out). Empty when the model has no response to the item."""
+    return list(
+        db.query(
+            "SELECT rv.id AS response_id, rv.version, rv.is_current, rv.text, rv.created_at, "
+            "(SELECT COUNT(*) FROM grades WHERE grades.response_id = rv.id) AS grades, "
+            "(SELECT COUNT(*) FROM judge_scores WHERE judge_scores.response_id = rv.id "
+            "AND judge_scores.score IS NOT NULL) AS judge_scores "
+            "FROM response_versions rv JOIN models ON models.id = rv.model_id "
+            "WHERE rv.item_id = ? AND models.name = ? ORDER BY rv.version",
+            [item_id, model],
         )
     )
 

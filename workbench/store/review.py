@@ -89,6 +89,14 @@ class QueueFilter:
     flagged: bool = False
     # "position" (file order) or "disagreement" (judge vs human gap, largest first)
     order: str = "position"
+    # whose grades ``graded_by_me`` counts (defaults to ``ungraded_for``)
+    reviewer: str | None = None
+    # only this reviewer's grades make the human means (a reviewer must not see the others' grades)
+    humans_of: str | None = None
+
+    @property
+    def me(self) -> str:
+        return self.reviewer or self.ungraded_for or ""
 
 
 QUEUE_ORDERS = ("position", "disagreement")
@@ -99,11 +107,12 @@ def review_queue(db: sqlite_utils.Database, queue: QueueFilter) -> list[dict]:
 
     ``disagreement`` is the largest gap on the 1-5 scale between a response's mean human grade and its
     mean judge score; ``judge_spread`` is the largest gap between judges on one response (used to rank items
-    that no human has graded yet).
+    that no human has graded yet). Every aggregate is one grouped join (no per-response subqueries), so the
+    cost grows with the rows in scope, not with their square.
     """
     if queue.order not in QUEUE_ORDERS:
         raise ValueError(f"unknown queue order {queue.order!r}; expected one of {QUEUE_ORDERS}")
-    params: dict = {"me": queue.ungraded_for or "", "judge": queue.judge or ""}
+    params: dict = {"me": queue.me, "judge": queue.judge or "", "humans_of": queue.humans_of or ""}
     scope = _response_scope(queue.dataset, queue.models, queue.split, params)
     having = ["1 = 1"]
     if queue.ungraded_for:
@@ -115,33 +124,48 @@ def review_queue(db: sqlite_utils.Database, queue: QueueFilter) -> list[dict]:
     if queue.score_min is not None or queue.score_max is not None:
         having.append("SUM(in_range) > 0")
     order = {
-        "position": "d.name, i.position",
-        "disagreement": "disagreement IS NULL, disagreement DESC, judge_spread DESC, d.name, i.position",
+        "position": "d.id, i.position, i.id",
+        "disagreement": "disagreement IS NULL, disagreement DESC, judge_spread DESC, d.id, i.position, i.id",
     }[queue.order]
     sql = f"""
-    WITH judge_means AS ({_JUDGE_MEANS_SQL}),
-    scoped AS (
-        SELECT r.id AS response_id, r.item_id,
-               COALESCE(r.injection_flag, '') != '' AS flagged,
-               EXISTS (SELECT 1 FROM grades g JOIN reviewers rv ON rv.id = g.reviewer_id
-                       WHERE g.response_id = r.id AND rv.name = :me) AS mine,
-               (SELECT AVG(g.score) FROM grades g WHERE g.response_id = r.id) AS human,
-               (SELECT AVG(on_grade_scale) FROM judge_means jm
-                WHERE jm.response_id = r.id AND (:judge = '' OR jm.judge = :judge)) AS judge,
-               (SELECT MAX(on_grade_scale) - MIN(on_grade_scale) FROM judge_means jm
-                WHERE jm.response_id = r.id) AS judge_spread,
-               EXISTS (SELECT 1 FROM judge_means jm WHERE jm.response_id = r.id
-                       AND (:judge = '' OR jm.judge = :judge)
-                       AND jm.score BETWEEN :lo AND :hi) AS in_range
+    WITH scoped AS MATERIALIZED (
+        SELECT r.id AS response_id, r.item_id, COALESCE(r.injection_flag, '') != '' AS flagged
         FROM responses r JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
         JOIN models m ON m.id = r.model_id
         WHERE {scope}
+    ),
+    judge_means AS (
+        SELECT js.response_id, j.name AS judge, AVG(js.score) AS score,
+               1 + 4.0 * (AVG(js.score) - COALESCE(j.score_min, 0))
+                     / NULLIF(COALESCE(j.score_max, 100) - COALESCE(j.score_min, 0), 0) AS on_grade_scale
+        FROM scoped s JOIN judge_scores js ON js.response_id = s.response_id JOIN judges j ON j.id = js.judge_id
+        WHERE js.score IS NOT NULL
+        GROUP BY js.response_id, js.judge_id
+    ),
+    judged AS (
+        SELECT response_id,
+               AVG(CASE WHEN :judge = '' OR judge = :judge THEN on_grade_scale END) AS judge,
+               MAX(on_grade_scale) - MIN(on_grade_scale) AS judge_spread,
+               MAX((:judge = '' OR judge = :judge) AND score BETWEEN :lo AND :hi) AS in_range
+        FROM judge_means GROUP BY response_id
+    ),
+    graded AS (
+        SELECT g.response_id, MAX(rv.name = :me) AS mine,
+               AVG(CASE WHEN :humans_of = '' OR rv.name = :humans_of THEN g.score END) AS human
+        FROM scoped s JOIN grades g ON g.response_id = s.response_id JOIN reviewers rv ON rv.id = g.reviewer_id
+        GROUP BY g.response_id
+    ),
+    per_response AS (
+        SELECT s.item_id, s.flagged, COALESCE(gr.mine, 0) AS mine, gr.human, jd.judge, jd.judge_spread,
+               COALESCE(jd.in_range, 0) AS in_range
+        FROM scoped s LEFT JOIN judged jd ON jd.response_id = s.response_id
+        LEFT JOIN graded gr ON gr.response_id = s.response_id
     )
     SELECT i.id AS item_id, d.name AS dataset, i.position, i.split, i.instruction,
            COUNT(*) AS responses, SUM(mine) AS graded_by_me, SUM(flagged) AS flagged,
            ROUND(AVG(judge), 2) AS mean_judge_1to5, ROUND(AVG(human), 2) AS mean_grade,
            ROUND(MAX(ABS(human - judge)), 2) AS disagreement, ROUND(MAX(judge_spread), 2) AS judge_spread
-    FROM scoped JOIN items i ON i.id = scoped.item_id JOIN datasets d ON d.id = i.dataset_id
+    FROM per_response p JOIN items i ON i.id = p.item_id JOIN datasets d ON d.id = i.dataset_id
     GROUP BY i.id
     HAVING {" AND ".join(having)}
     ORDER BY {order}
@@ -149,15 +173,71 @@ def review_queue(db: sqlite_utils.Database, queue: QueueFilter) -> list[dict]:
     return list(db.query(sql, params))
 
 
-def next_item(db: sqlite_utils.Database, queue: QueueFilter, *, after: str | None = None) -> str | None:
-    """The queue's item after ``after`` (wrapping round to the start), or None for an empty queue."""
-    item_ids = [row["item_id"] for row in review_queue(db, queue)]
-    if not item_ids:
-        return None
-    if after in item_ids:
-        index = item_ids.index(after) + 1
+def next_item(
+    db: sqlite_utils.Database, queue: QueueFilter, *, after: str | None = None, direction: int = 1
+) -> str | None:
+    """The queue's item after (``direction=-1``: before) ``after``, wrapping round, or None for an empty queue.
+
+    In file order this is one indexed look-up from the current item's position (LIMIT 1), so a step costs
+    the same at 100 or 20,000 items; the disagreement order ranks the whole queue and is meant for the
+    Queues tab (the app keeps that ranking instead of asking again on every step).
+    """
+    if queue.order != "position":
+        item_ids = [row["item_id"] for row in review_queue(db, queue)]
+        if not item_ids:
+            return None
+        index = item_ids.index(after) + direction if after in item_ids else 0
         return item_ids[index % len(item_ids)]
-    return item_ids[0]
+    params: dict = {"me": queue.ungraded_for or "", "judge": queue.judge or ""}
+    conditions = [_item_scope(queue, params)]
+    anchor = None
+    if after is not None:
+        anchor = db.execute("SELECT dataset_id, position, id FROM items WHERE id = ?", [after]).fetchone()
+    if anchor is not None:
+        params.update(anchor_dataset=anchor[0], anchor_position=anchor[1], anchor_id=anchor[2])
+        compare = ">" if direction > 0 else "<"
+        conditions.append(f"(i.dataset_id, i.position, i.id) {compare} (:anchor_dataset, :anchor_position, :anchor_id)")
+    order = "ASC" if direction > 0 else "DESC"
+    sql = f"""SELECT i.id FROM items i WHERE {{where}}
+              ORDER BY i.dataset_id {order}, i.position {order}, i.id {order} LIMIT 1"""
+    row = db.execute(sql.format(where=" AND ".join(conditions)), params).fetchone()
+    if row is None and anchor is not None:  # wrap round
+        row = db.execute(sql.format(where=conditions[0]), params).fetchone()
+    return row[0] if row else None
+
+
+def _item_scope(queue: QueueFilter, params: dict) -> str:
+    """WHERE conditions on items ``i`` for the queue's filters, each an indexed EXISTS on the item's rows."""
+    conditions = []
+    if queue.dataset:
+        params["dataset"] = queue.dataset
+        conditions.append("i.dataset_id = (SELECT id FROM datasets WHERE name = :dataset)")
+    if queue.split:
+        params["split"] = queue.split
+        conditions.append("i.split = :split")
+    models = "1 = 1"
+    if queue.models:
+        names = in_clause("name", list(queue.models), params, "model")
+        models = f"r.model_id IN (SELECT id FROM models WHERE {names})"
+    responses = f"SELECT 1 FROM responses r WHERE r.item_id = i.id AND {models}"
+    conditions.append(f"EXISTS ({responses})")
+    if queue.ungraded_for:
+        conditions.append(
+            f"""EXISTS ({responses} AND NOT EXISTS (SELECT 1 FROM grades g WHERE g.response_id = r.id
+                AND g.reviewer_id = (SELECT id FROM reviewers WHERE name = :me)))"""
+        )
+    if queue.flagged:
+        conditions.append(f"EXISTS ({responses} AND COALESCE(r.injection_flag, '') != '')")
+    if queue.score_min is not None or queue.score_max is not None:
+        params["lo"] = queue.score_min if queue.score_min is not None else float("-inf")
+        params["hi"] = queue.score_max if queue.score_max is not None else float("inf")
+        conditions.append(
+            f"""EXISTS (SELECT 1 FROM responses r JOIN judge_scores js ON js.response_id = r.id
+                JOIN judges j ON j.id = js.judge_id
+                WHERE r.item_id = i.id AND {models} AND js.score IS NOT NULL AND (:judge = '' OR j.name = :judge)
+                GROUP BY r.id, js.judge_id HAVING AVG(js.score) BETWEEN :lo AND :hi)"""
+        )
+    return " AND ".join(conditions)
 
 
 # --- one item, side by side ---------------------------------------------------------------------------------
@@ -166,7 +246,9 @@ def next_item(db: sqlite_utils.Database, queue: QueueFilter, *, after: str | Non
 def item_view(
     db: sqlite_utils.Database, item_id: str, models: Sequence[str], reviewer: str | None = None
 ) -> dict | None:
-    """An item with the responses of ``models`` (in that order), judge scores and ``reviewer``'s grades."""
+    """An item with the responses of ``models`` (in that order; all models when empty), judge scores and
+    ``reviewer``'s own grades and comments (a draft comment when there is no grade yet). Other reviewers'
+    grades are left out on purpose: nobody sees them before grading."""
     item = next(
         db.query(
             """SELECT i.id AS item_id, d.name AS dataset, i.position, i.split, i.instruction, i.input,
@@ -182,14 +264,13 @@ def item_view(
     scope = in_clause("m.name", list(models), params, "model") if models else "1 = 1"
     rows = list(
         db.query(
-            f"""SELECT r.id AS response_id, m.name AS model, r.text, r.injection_flag,
-                       g.score AS my_grade, g.comment AS my_comment,
-                       (SELECT COUNT(*) FROM grades a WHERE a.response_id = r.id) AS grades,
-                       (SELECT ROUND(AVG(a.score), 2) FROM grades a WHERE a.response_id = r.id) AS mean_grade
+            f"""SELECT r.id AS response_id, m.name AS model, r.version, r.text, r.injection_flag,
+                       g.score AS my_grade, COALESCE(g.comment, gd.comment) AS my_comment
                 FROM responses r JOIN models m ON m.id = r.model_id
                 LEFT JOIN reviewers rv ON rv.name = :me
                 LEFT JOIN grades g ON g.response_id = r.id AND g.reviewer_id = rv.id
-                WHERE r.item_id = :item AND {scope}""",
+                LEFT JOIN grade_drafts gd ON gd.response_id = r.id AND gd.reviewer_id = rv.id
+                WHERE r.item_id = :item AND {scope} ORDER BY m.id""",
             params,
         )
     )
@@ -252,18 +333,25 @@ def progress(
     dataset: str | None = None,
     models: Sequence[str] | None = None,
 ) -> dict:
-    """Responses in scope, how many ``reviewer`` graded, how many anyone graded, and all grades given."""
+    """Responses in scope, how many ``reviewer`` graded, how many anyone graded, and all grades given.
+
+    Joins from the scoped responses to ``grades`` by its (response, reviewer) index: no per-row subqueries.
+    """
     params: dict = {"me": reviewer or ""}
     scope = _response_scope(dataset, models, None, params)
     sql = f"""
-    SELECT COUNT(*) AS total,
-           COALESCE(SUM(EXISTS (SELECT 1 FROM grades g JOIN reviewers rv ON rv.id = g.reviewer_id
-                                WHERE g.response_id = r.id AND rv.name = :me)), 0) AS mine,
-           COALESCE(SUM(EXISTS (SELECT 1 FROM grades g WHERE g.response_id = r.id)), 0) AS anyone,
-           COALESCE(SUM((SELECT COUNT(*) FROM grades g WHERE g.response_id = r.id)), 0) AS grades,
-           COUNT(DISTINCT r.item_id) AS items
-    FROM responses r JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
-    JOIN models m ON m.id = r.model_id WHERE {scope}
+    WITH scoped AS MATERIALIZED (
+        SELECT r.id, r.item_id FROM responses r JOIN items i ON i.id = r.item_id
+        JOIN datasets d ON d.id = i.dataset_id JOIN models m ON m.id = r.model_id WHERE {scope}
+    ),
+    graded AS MATERIALIZED (
+        SELECT g.response_id, g.reviewer_id FROM scoped s JOIN grades g ON g.response_id = s.id
+    )
+    SELECT (SELECT COUNT(*) FROM scoped) AS total,
+           (SELECT COUNT(*) FROM graded WHERE reviewer_id = (SELECT id FROM reviewers WHERE name = :me)) AS mine,
+           (SELECT COUNT(DISTINCT response_id) FROM graded) AS anyone,
+           (SELECT COUNT(*) FROM graded) AS grades,
+           (SELECT COUNT(DISTINCT item_id) FROM scoped) AS items
     """
     return next(db.query(sql, params))
 
@@ -320,7 +408,8 @@ def next_blind_pair(
 
 
 def _fresh_pairs(db, reviewer: str, dataset: str | None, models: Sequence[str] | None) -> list[dict]:
-    """(item, model pair) combinations this reviewer has not voted on blind, in either side order."""
+    """(item, model pair) combinations this reviewer has not voted on blind, in either side order, on items
+    they have not seen with model names in the Review tab (a remembered name would unblind the pair)."""
     params: dict = {"me": reviewer}
     scope = _response_scope(dataset, models, None, params)
     scope_b = in_clause("mb.name", list(models), params, "model") if models else "1 = 1"
@@ -330,6 +419,9 @@ def _fresh_pairs(db, reviewer: str, dataset: str | None, models: Sequence[str] |
     JOIN items i ON i.id = ra.item_id JOIN datasets d ON d.id = i.dataset_id
     JOIN models m ON m.id = ra.model_id JOIN models mb ON mb.id = rb.model_id
     WHERE {scope} AND {scope_b} AND NOT EXISTS (
+        SELECT 1 FROM item_views seen JOIN reviewers rv ON rv.id = seen.reviewer_id
+        WHERE rv.name = :me AND seen.item_id = ra.item_id
+    ) AND NOT EXISTS (
         SELECT 1 FROM pairwise_grades pg JOIN reviewers rv ON rv.id = pg.reviewer_id
         WHERE rv.name = :me AND pg.blind = 1 AND pg.item_id = ra.item_id
           AND ((pg.left_model_id = ra.model_id AND pg.right_model_id = rb.model_id)

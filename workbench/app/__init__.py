@@ -1,0 +1,261 @@
+"""``workbench serve``: the review app, where people grade responses next to the judges and benchmarks.
+
+One Gradio page over the workbench's SQLite file, one module per tab (``review``, ``blind``, ``queues``,
+``calibration``, ``leaderboard``, ``agreement``, ``benchmarks``, ``training``, ``data``) around a small shared
+``core``. Every query lives in ``workbench.store``, every statistic in ``workbench.stats`` and every
+import/export in ``workbench.importing``; the tabs only lay them out. Each request opens its own connection,
+so several reviewers grade at once and SQLite's write lock orders their saves.
+
+This module lays out the page and wires the scope bar (who grades, which data set, which models).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from workbench import store
+from workbench.app import agreement, benchmarks, blind, calibration, data, leaderboard, queues, training
+from workbench.app.core import MAX_COLUMNS, App, md
+from workbench.app.review import ReviewTab
+
+KEYBOARD_JS = (Path(__file__).with_name("keyboard.js")).read_text(encoding="utf-8")
+NAME_STORAGE_KEY = "workbench-reviewer-name"
+DEFAULT_REPEAT_SHARE = 0.1
+DEFAULT_MAX_UPLOAD_MB = 50
+# Gradio's own cache of uploads and downloads: checked hourly, files older than a day removed.
+CACHE_CLEANUP = (3600, 86400)
+
+CSS = """
+.wb-response { border: 2px solid transparent; border-radius: 8px; padding: 4px; }
+.wb-response.wb-active { border-color: var(--color-accent); }
+.wb-response textarea { max-height: 24em; overflow-y: auto; }
+.wb-judges { font-size: 0.85em; width: 100%; }
+.wb-judges td, .wb-judges th { padding: 2px 6px; vertical-align: top; text-align: left; }
+.wb-saved { color: var(--color-accent); min-height: 1.2em; }
+.wb-muted { color: var(--body-text-color-subdued); font-size: 0.85em; }
+#notice { background: #fff3cd; color: #664d03; border: 1px solid #ffecb5; border-radius: 6px;
+          padding: 8px 12px; }
+"""
+
+TABS = (
+    ("Review", "review"),
+    ("Blind A/B", "blind"),
+    ("Queues", "queues"),
+    ("Calibration", "calibration"),
+    ("Leaderboard", "leaderboard"),
+    ("Agreement", "agreement"),
+    ("Benchmarks", "benchmarks"),
+    ("Training", "training"),
+    ("Data", "data"),
+)
+
+
+def _layout(app: App) -> gr.Blocks:
+    with gr.Blocks(title="Workbench review", delete_cache=CACHE_CLEANUP) as blocks:
+        if app.notice:
+            gr.Markdown(f"**Note:** {md(app.notice)}", elem_id="notice")
+        with gr.Row(equal_height=True):
+            app.name_box = gr.Textbox(
+                label="Your name (grades are stored under it)",
+                placeholder="e.g. alice",
+                elem_id="reviewer-name",
+                scale=1,
+            )
+            app.dataset = gr.Dropdown(label="Data set", choices=[], elem_id="scope-dataset", scale=1)
+            app.models = gr.Dropdown(
+                label=f"Models side by side (2-{MAX_COLUMNS})",
+                choices=[],
+                multiselect=True,
+                max_choices=MAX_COLUMNS,
+                elem_id="scope-models",
+                scale=2,
+            )
+        queues.make_filters(app)
+        review = ReviewTab(app)
+        builders = {
+            "review": review.build,
+            "blind": lambda: blind.build(app),
+            "queues": lambda: queues.build(app),
+            "calibration": lambda: calibration.build(app),
+            "leaderboard": lambda: leaderboard.build(app),
+            "agreement": lambda: agreement.build(app),
+            "benchmarks": lambda: benchmarks.build(app),
+            "training": lambda: training.build(app),
+            "data": lambda: data.build(app),
+        }
+        with gr.Tabs(elem_id="tabs") as app.tabs:
+            for title, tab_id in TABS:
+                with gr.Tab(title, id=tab_id, elem_id=f"{tab_id}-tab") as tab:
+                    builders[tab_id]()
+                if tab_id in app.refreshers:
+                    handler, inputs, outputs = app.refreshers[tab_id]
+                    tab.select(handler, inputs=inputs, outputs=outputs)
+        _wire_scope(app, review, blocks)
+    return blocks
+
+
+def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
+    """Page load, the name box and the data set and model pickers; none of them ever drops a mark on screen."""
+    saved_name = gr.BrowserState("", storage_key=NAME_STORAGE_KEY)
+    current_dataset = gr.State(None)
+    item_outputs = review.item_outputs()
+
+    def on_load(request: gr.Request, remembered, *filters):
+        username = getattr(request, "username", None)
+        name = username or (remembered or "").strip()
+        reviewer = name or None
+        with app.connect() as db:
+            models_by_dataset = {n: store.models_with_responses(db, n) for n in store.dataset_names(db)}
+            datasets = list(models_by_dataset)
+            dataset = max(datasets, key=lambda n: len(models_by_dataset[n]), default=None)
+            models = models_by_dataset.get(dataset, [])[:MAX_COLUMNS]
+            blind_now = store.blind_review(db, dataset)
+            queue = app.queue_filter(dataset, models, filters, reviewer, request)
+            rendered = review.first_item(db, queue, dataset, models, reviewer)
+        if username:
+            name_update = gr.update(value=username, interactive=False, label="Signed in as")
+        else:
+            name_update = gr.update(value=name)
+        return (
+            name_update,
+            gr.update(choices=datasets, value=dataset),
+            _models_update(models_by_dataset.get(dataset, []), models, blind_now),
+            dataset,
+            *rendered,
+        )
+
+    blocks.load(
+        on_load,
+        inputs=[saved_name, *app.filters],
+        outputs=[app.name_box, app.dataset, app.models, current_dataset, *item_outputs],
+    )
+
+    def on_dataset(request: gr.Request, name, item_id, shown, *rest):
+        marks, (dataset, current, *filters) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        if dataset == current:  # tabbing through the picker is not a change of data set
+            return gr.update(), gr.update(), *[gr.update()] * len(item_outputs)
+        reviewer = app.optional_reviewer(name, request)
+        with app.connect() as db:
+            review.store_open_item(db, reviewer, item_id, shown, marks)
+            all_models = store.models_with_responses(db, dataset)
+            models = all_models[:MAX_COLUMNS]
+            queue = app.queue_filter(dataset, models, filters, reviewer, request)
+            rendered = review.first_item(db, queue, dataset, models, reviewer)
+            blind_now = store.blind_review(db, dataset)
+        return _models_update(all_models, models, blind_now), dataset, *rendered
+
+    app.dataset.input(
+        on_dataset,
+        inputs=[*review.mark_inputs, app.dataset, current_dataset, *app.filters],
+        outputs=[app.models, current_dataset, *item_outputs],
+    )
+
+    def on_models(request: gr.Request, name, item_id, shown, *rest):
+        marks, (dataset, models) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        reviewer = app.optional_reviewer(name, request)
+        with app.connect() as db:
+            review.store_open_item(db, reviewer, item_id, shown, marks)
+            return review.render(db, item_id, dataset, models, reviewer, progress=True)
+
+    app.models.input(on_models, inputs=[*review.mark_inputs, app.dataset, app.models], outputs=item_outputs)
+
+    name_outputs = [saved_name, *review.grades, *review.comments, review.better, *review.autosave_outputs]
+
+    def on_name(request: gr.Request, name, item_id, shown, *rest):
+        """A new name keeps the marks on screen (stored under it) and shows that reviewer's own earlier
+        marks only where the screen has none, so a click racing this event is never undone."""
+        marks, (remembered, dataset) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        unchanged = [gr.update()] * (len(name_outputs) - 1)
+        if getattr(request, "username", None):
+            return gr.update(), *unchanged
+        reviewer = (name or "").strip() or None
+        if reviewer == ((remembered or "").strip() or None):
+            return gr.update(), *unchanged
+        with app.connect() as db:
+            review.store_open_item(db, reviewer, item_id, shown, marks)
+            models = [model for _, model in shown or []]
+            view = store.item_view(db, item_id, models, reviewer) if item_id and reviewer else None
+            rows = {row["response_id"]: row for row in view["responses"]} if view else {}
+            grades, comments, statuses = [], [], []
+            for index in range(MAX_COLUMNS):
+                row = rows.get(shown[index][0]) if index < len(shown or []) else None
+                stored_grade = row["my_grade"] if row else None
+                stored_comment = row["my_comment"] if row else None
+                grades.append(stored_grade if stored_grade is not None else gr.update())
+                comments.append(stored_comment if stored_comment else gr.update())
+                statuses.append(review._saved_text(row))
+            better = review._better(view, shown or []) if view and view["my_preference"] else gr.update()
+            reveal = review._reveal(db, view, shown or [], reviewer)
+            progress = review._progress(db, reviewer, dataset, shown or [])
+        status = "" if reviewer else "Enter your name to grade."
+        return reviewer or "", *grades, *comments, better, *statuses, status, progress, reveal
+
+    for event in (app.name_box.blur, app.name_box.submit):
+        event(
+            on_name,
+            inputs=[*review.mark_inputs, saved_name, app.dataset],
+            outputs=name_outputs,
+        )
+
+
+def _models_update(all_models: list[str], chosen: list[str], blind_now: bool) -> Any:
+    """The model picker; hidden with no names in it for a blind data set."""
+    if blind_now:
+        return gr.update(choices=[], value=[], visible=False)
+    return gr.update(choices=all_models, value=chosen, visible=True)
+
+
+def build_app(
+    db_path: str | Path,
+    *,
+    notice: str | None = None,
+    repeat_share: float = DEFAULT_REPEAT_SHARE,
+    seed: int | None = None,
+    logins: Any = None,
+    blind_datasets: tuple[str, ...] = (),
+) -> gr.Blocks:
+    """The review app over one database file. ``notice`` is a banner (the demo says when its model was
+    trained from random weights); ``repeat_share`` is the share of blind votes that re-ask an earlier pair;
+    ``logins`` (``workbench.auth.Logins``) decide roles; ``blind_datasets`` make the Review tab blind there."""
+    import random
+
+    db_path = Path(db_path)
+    with closing(store.open_db(db_path)) as db:  # create or migrate now, and fail with a one-line error
+        for dataset in blind_datasets:
+            store.set_blind_review(db, dataset, True)
+    app = App(db_path, notice=notice, repeat_share=repeat_share, rng=random.Random(seed), logins=logins)
+    app.scratch = Path(tempfile.mkdtemp(prefix="workbench-app-"))
+    return _layout(app)
+
+
+def launch(
+    blocks: gr.Blocks,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = 7860,
+    logins: Any = None,
+    max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
+    **options: Any,
+):
+    """Start the server with the keyboard shortcuts and styles; never a public share link."""
+    login_options: dict[str, Any] = {}
+    if logins is not None:
+        from workbench.auth import launch_options
+
+        login_options = launch_options(logins)
+    return blocks.launch(
+        server_name=host,
+        server_port=port,
+        share=False,
+        head=f"<script>{KEYBOARD_JS}</script>",
+        css=CSS,
+        ssr_mode=False,
+        max_file_size=f"{max_upload_mb}mb",
+        **login_options,
+        **options,
+    )

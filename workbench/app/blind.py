@@ -1,0 +1,84 @@
+"""The Blind A/B tab: two answers to one instruction, models hidden and sides shuffled, named after the vote.
+
+The pair (with its model names) stays in server-side state; the browser gets only the texts until the vote.
+A pair loads as soon as the tab opens. Items the reviewer has seen with names in the Review tab are left out.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from workbench import store
+from workbench.app.core import App, inform
+
+
+def build(app: App) -> None:
+    pair = gr.State(None)
+    with gr.Column(elem_id="blind-panel"):
+        gr.Markdown(
+            "Two answers to the same instruction, models hidden and sides shuffled; the models are named "
+            "after your vote. Keys: **a** left better, **b** right better, **t** tie, **n** next pair."
+        )
+        with gr.Row():
+            instruction = gr.Textbox(label="Instruction", interactive=False, lines=2, elem_id="blind-instruction")
+            input_box = gr.Textbox(label="Input", interactive=False, lines=2, elem_id="blind-input")
+        with gr.Row():
+            left = gr.Textbox(label="Response A", interactive=False, lines=8, elem_id="blind-response-left")
+            right = gr.Textbox(label="Response B", interactive=False, lines=8, elem_id="blind-response-right")
+        with gr.Row():
+            vote_left = gr.Button("A is better", elem_id="blind-left", interactive=False)
+            vote_tie = gr.Button("Tie", elem_id="blind-tie", interactive=False)
+            vote_right = gr.Button("B is better", elem_id="blind-right", interactive=False)
+        reveal = gr.Textbox(label="Models (shown after your vote)", interactive=False, elem_id="blind-reveal")
+        next_pair = gr.Button("Next pair (n)", variant="primary", elem_id="blind-next")
+    buttons = [vote_left, vote_tie, vote_right]
+
+    def load_pair(request: gr.Request, name, dataset, models):
+        reviewer = app.reviewer(name, request)
+        with app.connect() as db:
+            chosen = store.next_blind_pair(
+                db,
+                reviewer,
+                dataset=dataset or None,
+                models=models or None,
+                repeat_share=app.repeat_share,
+                rng=app.rng,
+            )
+        if chosen is None:
+            inform("No pair left for you to vote on with this data set and these models.")
+            return None, "", "", "", "", "", *[gr.update(interactive=False)] * 3
+        texts = (chosen["instruction"], chosen["input"], chosen["left_text"], chosen["right_text"])
+        return chosen, *texts, "", *[gr.update(interactive=True)] * 3
+
+    def vote(preference: str):
+        def record(request: gr.Request, name, current):
+            reviewer = app.reviewer(name, request)
+            if not current:
+                raise gr.Error("Load a pair first (Next pair).")
+            with app.connect() as db:
+                store.add_pairwise_grade(
+                    db,
+                    current["item_id"],
+                    current["left_model"],
+                    current["right_model"],
+                    reviewer,
+                    preference,
+                    blind=True,
+                    repeat_of=current["repeat_of"],
+                )
+            names = f"A = {current['left_model']} · B = {current['right_model']}"
+            return None, names, *[gr.update(interactive=False)] * 3
+
+        return record
+
+    def load_if_idle(request: gr.Request, name, dataset, models, current):
+        """Opening the tab shows a pair right away, unless one is waiting for a vote (or no name yet)."""
+        if current or not app.optional_reviewer(name, request):
+            return [gr.update()] * (6 + len(buttons))
+        return load_pair(request, name, dataset, models)
+
+    pair_outputs = [pair, instruction, input_box, left, right, reveal, *buttons]
+    next_pair.click(load_pair, inputs=[app.name_box, app.dataset, app.models], outputs=pair_outputs)
+    app.refreshers["blind"] = (load_if_idle, [app.name_box, app.dataset, app.models, pair], pair_outputs)
+    for button, preference in zip(buttons, ("left", "tie", "right"), strict=True):
+        button.click(vote(preference), inputs=[app.name_box, pair], outputs=[pair, reveal, *buttons])

@@ -1,0 +1,96 @@
+"""The Queues tab: filters that the Review tab follows, and the filtered queue as a table.
+
+A reviewer who is not an admin sees only their own grades in the human means (and so in the disagreement
+order): nobody sees another reviewer's grades before grading.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from workbench import store
+from workbench.app.core import App, fail, table
+
+ORDER_CHOICES = [("file order", "position"), ("judge and humans disagree most", "disagreement")]
+COLUMNS = [
+    "position",
+    "split",
+    "responses",
+    "graded_by_me",
+    "flagged",
+    "mean_judge_1to5",
+    "mean_grade",
+    "disagreement",
+    "instruction",
+]
+
+
+def make_filters(app: App) -> None:
+    """The filters, made before the tabs (Review follows them) and rendered in Queues."""
+    split = gr.Dropdown(label="Split", choices=[""], value="", elem_id="queue-split", render=False)
+    judge = gr.Dropdown(
+        label="Judge (for the score range and disagreement)",
+        choices=[""],
+        value="",
+        elem_id="queue-judge",
+        render=False,
+    )
+    score_min = gr.Textbox(label="Judge score ≥", placeholder="any", elem_id="queue-min", render=False)
+    score_max = gr.Textbox(label="Judge score ≤", placeholder="any", elem_id="queue-max", render=False)
+    ungraded = gr.Checkbox(label="Only items with responses I have not graded", elem_id="queue-ungraded", render=False)
+    flagged = gr.Checkbox(label="Only prompt-injection flagged", elem_id="queue-flagged", render=False)
+    order = gr.Radio(ORDER_CHOICES, value="position", label="Order", elem_id="queue-order", render=False)
+    # the order core.App.queue_filter unpacks
+    app.filters = [split, ungraded, judge, score_min, score_max, flagged, order]
+
+
+def build(app: App) -> None:
+    split, ungraded, judge, score_min, score_max, flagged, order = app.filters
+    with gr.Row():
+        for component in (split, judge, score_min, score_max):
+            component.render()
+    with gr.Row():
+        for component in (ungraded, flagged, order):
+            component.render()
+    refresh = gr.Button("Show queue", variant="primary", elem_id="queue-refresh")
+    gr.Markdown("Click a row to open that item in the Review tab. Judge means are mapped onto 1-5.")
+    queue_table = gr.Dataframe(interactive=False, wrap=True, elem_id="queue-table")
+    item_ids = gr.State([])
+
+    def show(request: gr.Request, name, dataset, models, *filters):
+        reviewer = app.optional_reviewer(name, request)
+        queue = app.queue_filter(dataset, models, filters, reviewer, request)
+        with app.connect() as db:
+            rows = store.review_queue(db, queue)
+            splits = [""] + store.split_names(db, dataset or None)
+            judges = [""] + store.score_judge_names(db)
+        for row in rows:
+            row["position"] += 1
+            row["instruction"] = row["instruction"][:90]
+        return (
+            table(rows, COLUMNS),
+            [row["item_id"] for row in rows],
+            gr.update(choices=splits),
+            gr.update(choices=judges),
+        )
+
+    queue_inputs = [app.name_box, app.dataset, app.models, *app.filters]
+    refresh.click(show, inputs=queue_inputs, outputs=[queue_table, item_ids, split, judge])
+    app.refreshers["queues"] = (show, queue_inputs, [queue_table, item_ids, split, judge])
+
+    open_handler, mark_inputs, item_outputs = app.open_item
+
+    def open_item(event: gr.SelectData, request: gr.Request, ids, dataset, models, name, item_id, shown, *marks):
+        row = event.index[0]
+        if not ids or row >= len(ids):
+            raise fail("That row is gone; refresh the queue.")
+        reviewer = app.optional_reviewer(name, request)
+        with app.connect() as db:
+            rendered = open_handler(db, reviewer, item_id, shown, marks, ids[row], dataset, models)
+        return [gr.Tabs(selected="review"), *rendered]
+
+    queue_table.select(
+        open_item,
+        inputs=[item_ids, app.dataset, app.models, *mark_inputs],
+        outputs=[app.tabs, *item_outputs],
+    )

@@ -1,0 +1,380 @@
+"""The Review tab: one item, up to four responses side by side, grades that are stored the moment they are given.
+
+No grade is ever lost: every click and comment is saved at once (comments as the reviewer types, at most one
+save in flight), and every way of leaving an item (Previous, Skip, Next ungraded, a queue row, another data
+set or model) stores what is on screen first. Without a name the marks stay on screen and are stored as soon
+as a name is given. A step costs one indexed look-up of the neighbouring item and that item's own rows;
+progress is recounted only after a save and calibration only on request.
+
+In a blind data set (``workbench serve --blind-review``) models are shown as A-D in an order of their own for
+each reviewer and item, and named only once that reviewer has graded every response of the item.
+"""
+
+from __future__ import annotations
+
+import html
+import random
+from dataclasses import replace
+from typing import Any
+
+import gradio as gr
+
+from trainer.errors import UserError
+from workbench import store
+from workbench.app.core import (
+    GRADE_CHOICES,
+    LETTERS,
+    MAX_COLUMNS,
+    App,
+    fail,
+    md,
+    my_agreement_with_judges,
+)
+
+SHORTCUTS_HELP = (
+    "Keys: **1-5** grade the highlighted response (then the next one is highlighted), **←/→** move, "
+    "**a/b/c/d** that response is better, **t** tie, **s** save, **n** save and next, **k** skip, "
+    "**p** previous, **u** next ungraded for me. Everything is saved as you click and type."
+)
+NO_NAME = "Enter your name (top left): your marks stay on screen and are stored as soon as you do."
+
+
+class ReviewTab:
+    """Components and handlers of the Review tab; ``build`` lays them out and wires the events."""
+
+    def __init__(self, app: App):
+        self.app = app
+
+    # --- layout -----------------------------------------------------------------------------------------
+
+    def build(self) -> None:
+        app = self.app
+        self.item_id = gr.State(None)
+        self.shown = gr.State([])  # [[response_id, model], ...] in column order; kept on the server
+        with gr.Column(elem_id="review-panel"):
+            with gr.Row(equal_height=True):
+                self.header = gr.Markdown(elem_id="item-header")
+                self.progress = gr.Markdown(elem_id="progress")
+            with gr.Row():
+                self.instruction = gr.Textbox(label="Instruction", interactive=False, lines=2, elem_id="instruction")
+                self.input = gr.Textbox(label="Input", interactive=False, lines=2, elem_id="input")
+                self.reference = gr.Textbox(label="Reference answer", interactive=False, lines=2, elem_id="reference")
+            self.columns, self.responses, self.flags, self.judges = [], [], [], []
+            self.grades, self.comments, self.saved = [], [], []
+            with gr.Row(equal_height=False):
+                for index in range(MAX_COLUMNS):
+                    self._column(index)
+            self.better = gr.Radio(choices=[], label="Which is better? (keys a/b/c/d, t = tie)", elem_id="better")
+            self.versions_note = gr.Markdown(elem_id="versions-note")
+            self.reveal = gr.Markdown(elem_id="reveal")
+            with gr.Row():
+                previous = gr.Button("◀ Previous (p)", elem_id="previous")
+                skip = gr.Button("Skip ▶ (k)", elem_id="skip")
+                save = gr.Button("Save (s)", variant="secondary", elem_id="save")
+                save_next = gr.Button("Save and next ▶ (n)", variant="primary", elem_id="save-next")
+                next_ungraded = gr.Button("Next ungraded for me » (u)", elem_id="next-ungraded")
+            self.status = gr.Markdown(elem_id="save-status")
+            gr.Markdown(SHORTCUTS_HELP)
+            with gr.Accordion("Your running agreement with the judges", open=False):
+                refresh = gr.Button("Refresh", size="sm", elem_id="live-calibration-refresh")
+                live = gr.Dataframe(interactive=False, elem_id="live-calibration")
+
+        marks = [*self.grades, *self.comments, self.better]
+        self.mark_inputs = [app.name_box, self.item_id, self.shown, *marks]
+        # autosave never writes to the marks themselves (nor shows a spinner over them): a click is never undone
+        self.autosave_outputs = [*self.saved, self.status, self.progress, self.reveal]
+        autosave = {"inputs": self.mark_inputs, "outputs": self.autosave_outputs, "show_progress": "hidden"}
+        for grade in self.grades:
+            grade.input(self._autosave, **autosave)
+        for comment in self.comments:
+            comment.input(self._autosave, trigger_mode="always_last", **autosave)
+            comment.blur(self._autosave, **autosave)
+        self.better.input(self._autosave, **autosave)
+        save.click(self._autosave, **autosave)
+
+        nav_inputs = [*self.mark_inputs, app.dataset, app.models, *app.filters]
+        outputs = self.item_outputs()
+        previous.click(self._navigate(-1), inputs=nav_inputs, outputs=outputs)
+        skip.click(self._navigate(+1), inputs=nav_inputs, outputs=outputs)
+        save_next.click(self._navigate(+1), inputs=nav_inputs, outputs=outputs)
+        next_ungraded.click(self._navigate(+1, ungraded=True), inputs=nav_inputs, outputs=outputs)
+        refresh.click(self._calibration, inputs=[app.name_box, app.dataset], outputs=live)
+        app.open_item = (self.open_item, self.mark_inputs, outputs)
+
+    def _column(self, index: int) -> None:
+        with gr.Column(visible=index < 2, elem_classes=["wb-response"], elem_id=f"response-col-{index}") as column:
+            self.columns.append(column)
+            self.responses.append(
+                gr.Textbox(
+                    label=f"Response {LETTERS[index]}",
+                    interactive=False,
+                    lines=6,
+                    max_lines=20,
+                    elem_id=f"response-{index}",
+                )
+            )
+            self.flags.append(
+                gr.Textbox(label="⚠ Prompt-injection flag", interactive=False, visible=False, elem_id=f"flag-{index}")
+            )
+            self.judges.append(gr.HTML(elem_id=f"judges-{index}"))
+            self.grades.append(gr.Radio(GRADE_CHOICES, label="Your grade (keys 1-5)", elem_id=f"grade-{index}"))
+            self.comments.append(gr.Textbox(label="Comment", lines=1, elem_id=f"comment-{index}"))
+            self.saved.append(gr.Markdown(elem_id=f"saved-{index}", elem_classes=["wb-saved"]))
+
+    def item_outputs(self) -> list:
+        return [
+            self.item_id,
+            self.shown,
+            self.header,
+            self.instruction,
+            self.input,
+            self.reference,
+            *self.columns,
+            *self.responses,
+            *self.flags,
+            *self.judges,
+            *self.grades,
+            *self.comments,
+            *self.saved,
+            self.better,
+            self.versions_note,
+            self.reveal,
+            self.status,
+            self.progress,
+        ]
+
+    # --- saving -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _marks(shown, values) -> tuple[list[store.Mark], str | None]:
+        grades = values[:MAX_COLUMNS]
+        comments = values[MAX_COLUMNS : 2 * MAX_COLUMNS]
+        better = values[2 * MAX_COLUMNS]
+        marks = [
+            store.Mark(int(response_id), model, int(grade) if grade is not None else None, comment or "")
+            for (response_id, model), grade, comment in zip(shown or [], grades, comments, strict=False)
+        ]
+        models = [model for _, model in shown or []]
+        if better and better in LETTERS[: len(models)]:
+            better = models[LETTERS.index(better)]
+        elif better != store.review_state.TIE:
+            better = None
+        return marks, better
+
+    def _store(self, db, reviewer: str | None, item_id, shown, values) -> int:
+        """Store the marks on screen for ``item_id``; with no name, refuse to leave while any are there."""
+        marks, better = self._marks(shown, values)
+        if not item_id or not marks:
+            return 0
+        if not any(mark.grade is not None or mark.comment.strip() for mark in marks) and not better:
+            return 0
+        if reviewer is None:
+            raise fail(NO_NAME)
+        try:
+            return store.save_marks(db, reviewer, item_id, marks, better)
+        except UserError as exc:
+            raise fail(str(exc)) from exc
+
+    def _autosave(self, request: gr.Request, name, item_id, shown, *values):
+        reviewer = self.app.optional_reviewer(name, request)
+        if reviewer is None:
+            marks, better = self._marks(shown, values)
+            waiting = any(mark.grade is not None or mark.comment.strip() for mark in marks) or better
+            return *[gr.update()] * MAX_COLUMNS, NO_NAME if waiting else "", gr.update(), gr.update()
+        with self.app.connect() as db:
+            changed = self._store(db, reviewer, item_id, shown, values)
+            view = store.item_view(db, item_id, [model for _, model in shown], reviewer) if item_id else None
+            rows = {row["response_id"]: row for row in view["responses"]} if view else {}
+            statuses = [self._saved_text(rows.get(response_id)) for response_id, _ in shown]
+            reveal = self._reveal(db, view, shown, reviewer)
+            progress = (
+                self._progress(db, reviewer, view["dataset"] if view else None, shown) if changed else gr.update()
+            )
+        statuses += [""] * (MAX_COLUMNS - len(statuses))
+        status = f"Saved ({changed} change{'s' * (changed != 1)})." if changed else "Everything is saved."
+        return *statuses, status, progress, reveal
+
+    @staticmethod
+    def _saved_text(row: dict | None) -> str:
+        if row is None:
+            return ""
+        if row["my_grade"] is not None:
+            return f"✓ grade {row['my_grade']} saved" + (" with comment" if row["my_comment"] else "")
+        return "✓ comment saved (no grade yet)" if row["my_comment"] else ""
+
+    # --- moving between items ---------------------------------------------------------------------------
+
+    def _navigate(self, direction: int, *, ungraded: bool = False):
+        def navigate(request: gr.Request, name, item_id, shown, *rest):
+            marks = rest[: 2 * MAX_COLUMNS + 1]
+            dataset, models, *filters = rest[2 * MAX_COLUMNS + 1 :]
+            reviewer = self.app.optional_reviewer(name, request)
+            if ungraded and reviewer is None:
+                raise fail(NO_NAME)
+            with self.app.connect() as db:
+                changed = self._store(db, reviewer, item_id, shown, marks)
+                queue = self.app.queue_filter(dataset, models, filters, reviewer, request)
+                if ungraded:
+                    queue = replace(queue, ungraded_for=reviewer)
+                target = store.next_item(db, queue, after=item_id, direction=direction)
+                if ungraded and target is None:
+                    gr.Info("You have graded every response in this queue.")
+                return self.render(db, target, dataset, models, reviewer, progress=bool(changed) or ungraded)
+
+        return navigate
+
+    def open_item(self, db, reviewer: str | None, item_id, shown, marks, target: str, dataset, models) -> list:
+        """Store the marks of the open item, then render ``target`` (Queues opens its rows here)."""
+        self._store(db, reviewer, item_id, shown, marks)
+        return self.render(db, target, dataset, models, reviewer, progress=True)
+
+    def first_item(self, db, queue: store.QueueFilter, dataset, models, reviewer: str | None) -> list:
+        """The reviewer's first ungraded item in the queue, else the queue's first item."""
+        first = store.next_item(db, replace(queue, ungraded_for=reviewer)) if reviewer else None
+        return self.render(db, first or store.next_item(db, queue), dataset, models, reviewer, progress=True)
+
+    def store_open_item(self, db, reviewer: str | None, item_id, shown, marks) -> int:
+        """Store what is on screen before the scope bar moves the reviewer elsewhere."""
+        return self._store(db, reviewer, item_id, shown, marks)
+
+    # --- one item on screen -----------------------------------------------------------------------------
+
+    def render(self, db, item_id: str | None, dataset, models, reviewer: str | None, *, progress: bool) -> list:
+        """Every output of the Review tab for one item (or an empty page when the queue is empty)."""
+        blind = store.blind_review(db, dataset)
+        models = self.models_in_view(db, dataset, models, blind)
+        view = store.item_view(db, item_id, models, reviewer) if item_id else None
+        rows = view["responses"][:MAX_COLUMNS] if view else []
+        if blind and reviewer and rows:
+            random.Random(f"{reviewer}\x1f{item_id}").shuffle(rows)
+        shown = [[row["response_id"], row["model"]] for row in rows]
+        columns, texts, flags, judges, grades, comments, saved = [], [], [], [], [], [], []
+        for index in range(MAX_COLUMNS):
+            row = rows[index] if index < len(rows) else None
+            columns.append(gr.update(visible=row is not None))
+            if row is None:
+                texts.append(gr.update(value=""))
+                flags.append(gr.update(value="", visible=False))
+                judges.append("")
+                grades.append(None)
+                comments.append("")
+                saved.append("")
+                continue
+            label = f"Response {LETTERS[index]}" if blind else f"{LETTERS[index]} · {row['model']}"
+            texts.append(gr.update(value=row["text"].lstrip("\n") or row["text"], label=label))
+            flags.append(gr.update(value=row["injection_flag"] or "", visible=bool(row["injection_flag"])))
+            judges.append(judges_html(row["judge_scores"]))
+            grades.append(row["my_grade"])
+            comments.append(row["my_comment"] or "")
+            saved.append(self._saved_text(row))
+        return [
+            item_id if view else None,
+            shown,
+            self._header(view),
+            view["instruction"] if view else "",
+            view["input"] if view else "",
+            (view["reference_output"] or "") if view else "",
+            *columns,
+            *texts,
+            *flags,
+            *judges,
+            *grades,
+            *comments,
+            *saved,
+            self._better(view, shown),
+            self._versions_note(db, view, shown, blind),
+            self._reveal(db, view, shown, reviewer, blind=blind),
+            "" if reviewer or not view else NO_NAME,
+            self._progress(db, reviewer, dataset, shown, models) if progress else gr.update(),
+        ]
+
+    @staticmethod
+    def models_in_view(db, dataset, chosen, blind: bool) -> list[str]:
+        """The models side by side: the reviewer's choice, or in a blind data set the first four."""
+        if blind or not chosen:
+            return store.models_with_responses(db, dataset or None)[:MAX_COLUMNS]
+        return list(chosen)
+
+    @staticmethod
+    def _header(view: dict | None) -> str:
+        if not view:
+            return "**Nothing to review** with this data set, these models and filters."
+        split = f" · split {md(view['split'])}" if view["split"] else ""
+        return f"**{md(view['dataset'])}** · item {view['position'] + 1}{split}"
+
+    @staticmethod
+    def _better(view: dict | None, shown: list) -> Any:
+        choices = [(f"{LETTERS[i]} better", LETTERS[i]) for i in range(len(shown))] + [("Tie", "tie")]
+        value = None
+        preference = view["my_preference"] if view else None
+        names = [model for _, model in shown]
+        if preference == "tie":
+            value = "tie"
+        elif preference in names:
+            value = LETTERS[names.index(preference)]
+        return gr.update(choices=choices, value=value, visible=len(shown) > 1)
+
+    @staticmethod
+    def _versions_note(db, view: dict | None, shown: list, blind: bool) -> str:
+        """Say when a response changed since it was graded: those grades stay with the older text."""
+        if not view:
+            return ""
+        names = [model for _, model in shown]
+        older = store.older_graded_versions(db, view["item_id"], names)
+        notes = []
+        for index, model in enumerate(names):
+            if older.get(model):
+                who = f"Response {LETTERS[index]}" if blind else f"{LETTERS[index]} ({md(model)})"
+                notes.append(f"{who} changed since {older[model]} grade(s) were given to an older version")
+        return ("ℹ " + "; ".join(notes) + ". Those grades stay with the older text.") if notes else ""
+
+    @staticmethod
+    def _reveal(db, view: dict | None, shown: list, reviewer: str | None, *, blind: bool | None = None) -> str:
+        """In a blind data set, the models' names once this reviewer has graded every response shown."""
+        if not view or not reviewer:
+            return ""
+        if blind is None:
+            blind = store.blind_review(db, view["dataset"])
+        graded = all(
+            row["my_grade"] is not None for row in view["responses"] if [row["response_id"], row["model"]] in shown
+        )
+        if blind and not graded:
+            return "Models are hidden in this data set until you have graded every response."
+        store.record_view(db, reviewer, view["item_id"])
+        if not blind:
+            return ""
+        names = " · ".join(f"{LETTERS[index]} = {md(model)}" for index, (_, model) in enumerate(shown))
+        return f"Models: {names}"
+
+    def _progress(self, db, reviewer: str | None, dataset, shown, models=None) -> str:
+        models = models or [model for _, model in shown]
+        counts = store.progress(db, reviewer, dataset=dataset or None, models=models or None)
+        total = counts["total"]
+        mine = f"You: **{counts['mine']} / {total}** graded" if reviewer else "Enter your name to grade"
+        return (
+            f"{mine} · Everyone: **{counts['anyone']} / {total}** responses graded "
+            f"({counts['grades']} grades) over {counts['items']} items"
+        )
+
+    def _calibration(self, request: gr.Request, name, dataset):
+        reviewer = self.app.optional_reviewer(name, request)
+        with self.app.connect() as db:
+            return my_agreement_with_judges(db, reviewer, dataset)
+
+
+def judges_html(scores: list[dict]) -> str:
+    """The judges' scores and rationales of one response as an escaped HTML table (lighter than a Dataframe)."""
+    if not scores:
+        return "<p class='wb-muted'>No judge scores yet: run <code>workbench judge</code>.</p>"
+    rows = []
+    for score in scores:
+        scale = f"{score['score_min']:g}-{score['score_max']:g}" if score["score_min"] is not None else ""
+        value = "error" if score["score"] is None else f"{score['score']:g} ({scale})"
+        run = f" #{score['repeat'] + 1}" if score["repeat"] else ""
+        note = score["rationale"] or (f"error: {score['error']}" if score["error"] else "")
+        cells = (score["judge"] + run, value, note)
+        rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells) + "</tr>")
+    return (
+        "<table class='wb-judges'><thead><tr><th>judge</th><th>score</th><th>rationale</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
