@@ -21,12 +21,14 @@ def serve(
     logins: Logins | None = None,
     notice: str | None = None,
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
+    blind_datasets: tuple[str, ...] = (),
 ) -> None:
     """Build the app and serve it until interrupted (Ctrl+C). ``logins`` (from ``load_logins``) gives sign-in
-    and roles; None means no sign-in, which is only safe on this machine."""
+    and roles; None means no sign-in, which is only safe on this machine. ``blind_datasets`` hide the model
+    names in the Review tab for those data sets until each reviewer has graded an item."""
     from workbench.app import build_app, launch  # Gradio takes seconds to import: only when serving
 
-    blocks = build_app(db_path, notice=notice, logins=logins)
+    blocks = build_app(db_path, notice=notice, logins=logins, blind_datasets=tuple(blind_datasets))
     if host not in ("127.0.0.1", "localhost") and not logins:
         print(f"warning: serving on {host} without logins: anyone who can reach it can grade, upload and export")
     _, url, _ = launch(
@@ -47,7 +49,14 @@ def serve(
 
 def _cli(args: argparse.Namespace) -> None:
     logins = load_logins(args.auth or (), args.auth_file, args.admin or ())
-    serve(args.db, host=args.host, port=args.port, logins=logins, max_upload_mb=args.max_upload_mb)
+    serve(
+        args.db,
+        host=args.host,
+        port=args.port,
+        logins=logins,
+        max_upload_mb=args.max_upload_mb,
+        blind_datasets=tuple(args.blind_review or ()),
+    )
 
 
 def _positive_int(text: str) -> int:
@@ -68,6 +77,13 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--db", required=True, type=Path, help="workbench SQLite file")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)")
     parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--blind-review",
+        action="append",
+        metavar="DATASET",
+        help="blind review campaign for this data set (repeatable): models shown as A-D in a per-reviewer "
+        "order and named only after the reviewer's grades for the item are in; admins can also set it in Data",
+    )
     parser.add_argument(
         "--auth-file",
         type=Path,

@@ -164,8 +164,8 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _start(db_path: Path, logins=None, **launch_options):
-    blocks = app.build_app(db_path, notice=None, seed=7, logins=logins)
+def _start(db_path: Path, logins=None, blind_datasets=(), **launch_options):
+    blocks = app.build_app(db_path, notice=None, seed=7, logins=logins, blind_datasets=blind_datasets)
     port = _free_port()
     app.launch(blocks, port=port, prevent_thread_lock=True, quiet=True, logins=logins, **launch_options)
     return blocks, f"http://127.0.0.1:{port}/"

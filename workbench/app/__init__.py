@@ -153,6 +153,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
         on_dataset,
         inputs=[*review.mark_inputs, app.dataset, current_dataset, *app.filters],
         outputs=[app.models, current_dataset, *item_outputs],
+        show_progress="hidden",  # tabbing through the picker fires this too: no spinner over the grades
     )
 
     def on_models(request: gr.Request, name, item_id, shown, *rest):
@@ -200,6 +201,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
             on_name,
             inputs=[*review.mark_inputs, saved_name, app.dataset],
             outputs=name_outputs,
+            show_progress="hidden",  # a spinner over the grades would swallow the click that follows
         )
 
 
