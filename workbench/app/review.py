@@ -51,6 +51,8 @@ class ReviewTab:
         app = self.app
         self.item_id = gr.State(None)
         self.shown = gr.State([])  # [[response_id, model], ...] in column order; kept on the server
+        # what the last step sent to the components only the server writes, so the next step sends changes only
+        self.screen = gr.State({})
         with gr.Column(elem_id="review-panel"):
             with gr.Row(equal_height=True):
                 self.header = gr.Markdown(elem_id="item-header")
@@ -92,14 +94,15 @@ class ReviewTab:
         self.better.input(self._autosave, **autosave)
         save.click(self._autosave, **autosave)
 
-        nav_inputs = [*self.mark_inputs, app.dataset, app.models, *app.filters]
-        outputs = self.item_outputs()
-        previous.click(self._navigate(-1), inputs=nav_inputs, outputs=outputs)
-        skip.click(self._navigate(+1), inputs=nav_inputs, outputs=outputs)
-        save_next.click(self._navigate(+1), inputs=nav_inputs, outputs=outputs)
-        next_ungraded.click(self._navigate(+1, ungraded=True), inputs=nav_inputs, outputs=outputs)
+        nav_inputs = [*self.mark_inputs, self.screen, app.dataset, app.models, *app.filters]
+        # a step takes a fifth of a second: no spinner over forty components (drawing them costs more than that)
+        step = {"inputs": nav_inputs, "outputs": self.item_outputs(), "show_progress": "hidden"}
+        previous.click(self._navigate(-1), **step)
+        skip.click(self._navigate(+1), **step)
+        save_next.click(self._navigate(+1), **step)
+        next_ungraded.click(self._navigate(+1, ungraded=True), **step)
         refresh.click(self._calibration, inputs=[app.name_box, app.dataset], outputs=live)
-        app.open_item = (self.open_item, self.mark_inputs, outputs)
+        app.open_item = (self.open_item, self.mark_inputs, self.item_outputs())
 
     def _column(self, index: int) -> None:
         with gr.Column(visible=index < 2, elem_classes=["wb-response"], elem_id=f"response-col-{index}") as column:
@@ -141,6 +144,7 @@ class ReviewTab:
             self.reveal,
             self.status,
             self.progress,
+            self.screen,
         ]
 
     # --- saving -----------------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ class ReviewTab:
     def _navigate(self, direction: int, *, ungraded: bool = False):
         def navigate(request: gr.Request, name, item_id, shown, *rest):
             marks = rest[: 2 * MAX_COLUMNS + 1]
-            dataset, models, *filters = rest[2 * MAX_COLUMNS + 1 :]
+            screen, dataset, models, *filters = rest[2 * MAX_COLUMNS + 1 :]
             reviewer = self.app.optional_reviewer(name, request)
             if ungraded and reviewer is None:
                 raise fail(NO_NAME)
@@ -219,7 +223,8 @@ class ReviewTab:
                 target = store.next_item(db, queue, after=item_id, direction=direction)
                 if ungraded and target is None:
                     gr.Info("You have graded every response in this queue.")
-                return self.render(db, target, dataset, models, reviewer, progress=bool(changed) or ungraded)
+                progress = bool(changed) or ungraded
+                return self.render(db, target, dataset, models, reviewer, progress=progress, screen=screen)
 
         return navigate
 
@@ -239,8 +244,15 @@ class ReviewTab:
 
     # --- one item on screen -----------------------------------------------------------------------------
 
-    def render(self, db, item_id: str | None, dataset, models, reviewer: str | None, *, progress: bool) -> list:
-        """Every output of the Review tab for one item (or an empty page when the queue is empty)."""
+    def render(
+        self, db, item_id: str | None, dataset, models, reviewer: str | None, *, progress: bool, screen=None
+    ) -> list:
+        """Every output of the Review tab for one item (or an empty page when the queue is empty).
+
+        ``screen`` is what the previous step sent to the components that only the server writes (columns,
+        flags, judge tables, the versions note); those that would not change are left alone (``gr.update()``),
+        which saves the browser most of a step's work. Marks are always sent: the reviewer may have changed them.
+        """
         blind = store.blind_review(db, dataset)
         models = self.models_in_view(db, dataset, models, blind)
         view = store.item_view(db, item_id, models, reviewer) if item_id else None
@@ -267,7 +279,7 @@ class ReviewTab:
             grades.append(row["my_grade"])
             comments.append(row["my_comment"] or "")
             saved.append(self._saved_text(row))
-        return [
+        values = [
             item_id if view else None,
             shown,
             self._header(view),
@@ -287,6 +299,18 @@ class ReviewTab:
             "" if reviewer or not view else NO_NAME,
             self._progress(db, reviewer, dataset, shown, models) if progress else gr.update(),
         ]
+        return self._changes_only(values, screen or {})
+
+    def _changes_only(self, values: list, screen: dict) -> list:
+        server_written = [*self.columns, *self.flags, *self.judges, self.versions_note]
+        outputs = self.item_outputs()
+        sent = {}
+        for index, component in enumerate(outputs[: len(values)]):
+            if any(component is written for written in server_written):
+                sent[str(index)] = repr(values[index])
+                if screen.get(str(index)) == sent[str(index)]:
+                    values[index] = gr.update()
+        return [*values, sent]
 
     @staticmethod
     def models_in_view(db, dataset, chosen, blind: bool) -> list[str]:
