@@ -11,6 +11,9 @@ This module lays out the page and wires the scope bar (who grades, which data se
 
 from __future__ import annotations
 
+import atexit
+import random
+import shutil
 import tempfile
 from contextlib import closing
 from pathlib import Path
@@ -224,14 +227,13 @@ def build_app(
     """The review app over one database file. ``notice`` is a banner (the demo says when its model was
     trained from random weights); ``repeat_share`` is the share of blind votes that re-ask an earlier pair;
     ``logins`` (``workbench.auth.Logins``) decide roles; ``blind_datasets`` make the Review tab blind there."""
-    import random
-
     db_path = Path(db_path)
     with closing(store.open_db(db_path)) as db:  # create or migrate now, and fail with a one-line error
         for dataset in blind_datasets:
             store.set_blind_review(db, dataset, True)
     app = App(db_path, notice=notice, repeat_share=repeat_share, rng=random.Random(seed), logins=logins)
     app.scratch = Path(tempfile.mkdtemp(prefix="workbench-app-"))
+    atexit.register(shutil.rmtree, app.scratch, True)
     return _layout(app)
 
 
