@@ -36,6 +36,13 @@ SHORTCUTS_HELP = (
     "**a/b/c/d** that response is better, **t** tie, **s** save, **n** save and next, **k** skip, "
     "**p** previous, **u** next ungraded for me. Everything is saved as you click and type."
 )
+# Positions in ``item_outputs()`` of the components only the server writes (columns, flags, judge tables and
+# the versions note): six single outputs, then seven groups of MAX_COLUMNS, then better and the versions note.
+SERVER_WRITTEN = (
+    *range(6, 6 + MAX_COLUMNS),
+    *range(6 + 2 * MAX_COLUMNS, 6 + 4 * MAX_COLUMNS),
+    6 + 7 * MAX_COLUMNS + 1,
+)
 NO_NAME = "Enter your name (top left): your marks stay on screen and are stored as soon as you do."
 
 
@@ -97,6 +104,8 @@ class ReviewTab:
         nav_inputs = [*self.mark_inputs, self.screen, app.dataset, app.models, *app.filters]
         # a step takes a fifth of a second: no spinner over forty components (drawing them costs more than that)
         step = {"inputs": nav_inputs, "outputs": self.item_outputs(), "show_progress": "hidden"}
+        written = [*self.columns, *self.flags, *self.judges, self.versions_note]
+        assert [step["outputs"][index] for index in SERVER_WRITTEN] == written, "SERVER_WRITTEN is out of date"
         previous.click(self._navigate(-1), **step)
         skip.click(self._navigate(+1), **step)
         save_next.click(self._navigate(+1), **step)
@@ -301,15 +310,13 @@ class ReviewTab:
         ]
         return self._changes_only(values, screen or {})
 
-    def _changes_only(self, values: list, screen: dict) -> list:
-        server_written = [*self.columns, *self.flags, *self.judges, self.versions_note]
-        outputs = self.item_outputs()
+    @staticmethod
+    def _changes_only(values: list, screen: dict) -> list:
         sent = {}
-        for index, component in enumerate(outputs[: len(values)]):
-            if any(component is written for written in server_written):
-                sent[str(index)] = repr(values[index])
-                if screen.get(str(index)) == sent[str(index)]:
-                    values[index] = gr.update()
+        for index in SERVER_WRITTEN:
+            sent[str(index)] = repr(values[index])
+            if screen.get(str(index)) == sent[str(index)]:
+                values[index] = gr.update()
         return [*values, sent]
 
     @staticmethod
