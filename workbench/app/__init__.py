@@ -108,7 +108,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
     current_dataset = gr.State(None)
     item_outputs = review.item_outputs()
 
-    def on_load(request: gr.Request, remembered, *filters):
+    def on_load(request: gr.Request, remembered, filters):
         username = getattr(request, "username", None)
         name = username or (remembered or "").strip()
         reviewer = name or None
@@ -134,12 +134,12 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
 
     blocks.load(
         on_load,
-        inputs=[saved_name, *app.filters],
+        inputs=[saved_name, app.queue_settings],
         outputs=[app.name_box, app.dataset, app.models, current_dataset, *item_outputs],
     )
 
     def on_dataset(request: gr.Request, name, item_id, shown, *rest):
-        marks, (dataset, current, *filters) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        marks, (dataset, current, filters) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
         if dataset == current:  # tabbing through the picker is not a change of data set
             return gr.update(), gr.update(), *[gr.update()] * len(item_outputs)
         reviewer = app.optional_reviewer(name, request)
@@ -154,7 +154,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
 
     app.dataset.input(
         on_dataset,
-        inputs=[*review.mark_inputs, app.dataset, current_dataset, *app.filters],
+        inputs=[*review.mark_inputs, app.dataset, current_dataset, app.queue_settings],
         outputs=[app.models, current_dataset, *item_outputs],
         show_progress="hidden",  # tabbing through the picker fires this too: no spinner over the grades
     )

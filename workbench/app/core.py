@@ -145,6 +145,7 @@ class App:
     dataset: Any = None
     models: Any = None
     filters: list = field(default_factory=list)
+    queue_settings: Any = None
     tabs: Any = None
     # a folder of this app's own temporary files (exports, charts), emptied as it goes and removed at exit
     scratch: Path | None = None

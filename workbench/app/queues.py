@@ -42,6 +42,8 @@ def make_filters(app: App) -> None:
     order = gr.Radio(ORDER_CHOICES, value="position", label="Order", elem_id="queue-order", render=False)
     # the order core.App.queue_filter unpacks
     app.filters = [split, ungraded, judge, score_min, score_max, flagged, order]
+    # the same values as one server-side State: a step in Review sends it instead of seven components
+    app.queue_settings = gr.State(["", False, "", "", "", False, "position"])
 
 
 def build(app: App) -> None:
@@ -74,6 +76,14 @@ def build(app: App) -> None:
             gr.update(choices=judges),
         )
 
+    for component in app.filters:
+        component.change(
+            lambda *values: list(values),
+            inputs=app.filters,
+            outputs=app.queue_settings,
+            queue=False,
+            show_progress="hidden",
+        )
     queue_inputs = [app.name_box, app.dataset, app.models, *app.filters]
     refresh.click(show, inputs=queue_inputs, outputs=[queue_table, item_ids, split, judge])
     app.refreshers["queues"] = (show, queue_inputs, [queue_table, item_ids, split, judge])

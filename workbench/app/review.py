@@ -43,6 +43,7 @@ SERVER_WRITTEN = (
     *range(6 + 2 * MAX_COLUMNS, 6 + 4 * MAX_COLUMNS),
     6 + 7 * MAX_COLUMNS + 1,
 )
+STATUS_AT = 6 + 7 * MAX_COLUMNS + 3
 NO_NAME = "Enter your name (top left): your marks stay on screen and are stored as soon as you do."
 
 
@@ -101,11 +102,13 @@ class ReviewTab:
         self.better.input(self._autosave, **autosave)
         save.click(self._autosave, **autosave)
 
-        nav_inputs = [*self.mark_inputs, self.screen, app.dataset, app.models, *app.filters]
-        # a step takes a fifth of a second: no spinner over forty components (drawing them costs more than that)
-        step = {"inputs": nav_inputs, "outputs": self.item_outputs(), "show_progress": "hidden"}
+        nav_inputs = [*self.mark_inputs, self.screen, app.dataset, app.models, app.queue_settings]
+        # A step is short: no spinner over forty components, and no queue (a plain request saves about 20 ms of
+        # the event stream; SQLite's write lock orders concurrent saves anyway).
+        step = {"inputs": nav_inputs, "outputs": self.item_outputs(), "show_progress": "hidden", "queue": False}
         written = [*self.columns, *self.flags, *self.judges, self.versions_note]
         assert [step["outputs"][index] for index in SERVER_WRITTEN] == written, "SERVER_WRITTEN is out of date"
+        assert step["outputs"][STATUS_AT] is self.status, "STATUS_AT is out of date"
         previous.click(self._navigate(-1), **step)
         skip.click(self._navigate(+1), **step)
         save_next.click(self._navigate(+1), **step)
@@ -220,7 +223,7 @@ class ReviewTab:
     def _navigate(self, direction: int, *, ungraded: bool = False):
         def navigate(request: gr.Request, name, item_id, shown, *rest):
             marks = rest[: 2 * MAX_COLUMNS + 1]
-            screen, dataset, models, *filters = rest[2 * MAX_COLUMNS + 1 :]
+            screen, dataset, models, filters = rest[2 * MAX_COLUMNS + 1 :]
             reviewer = self.app.optional_reviewer(name, request)
             if ungraded and reviewer is None:
                 raise fail(NO_NAME)
@@ -230,10 +233,11 @@ class ReviewTab:
                 if ungraded:
                     queue = replace(queue, ungraded_for=reviewer)
                 target = store.next_item(db, queue, after=item_id, direction=direction)
-                if ungraded and target is None:
-                    gr.Info("You have graded every response in this queue.")
                 progress = bool(changed) or ungraded
-                return self.render(db, target, dataset, models, reviewer, progress=progress, screen=screen)
+                values = self.render(db, target, dataset, models, reviewer, progress=progress, screen=screen)
+            if ungraded and target is None:
+                values[STATUS_AT] = "You have graded every response in this queue."
+            return values
 
         return navigate
 
