@@ -24,7 +24,7 @@ import gradio as gr
 from workbench import store
 from workbench.app import agreement, benchmarks, blind, calibration, data, leaderboard, queues, training
 from workbench.app.core import MAX_COLUMNS, App, md
-from workbench.app.review import ReviewTab
+from workbench.app.review import ReviewTab, saved_text
 
 KEYBOARD_JS = (Path(__file__).with_name("keyboard.js")).read_text(encoding="utf-8")
 NAME_STORAGE_KEY = "workbench-reviewer-name"
@@ -192,10 +192,10 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
                 stored_comment = row["my_comment"] if row else None
                 grades.append(stored_grade if stored_grade is not None else gr.update())
                 comments.append(stored_comment if stored_comment else gr.update())
-                statuses.append(review._saved_text(row))
-            better = review._better(view, shown or []) if view and view["my_preference"] else gr.update()
-            reveal = review._reveal(db, view, shown or [], reviewer)
-            progress = review._progress(db, reviewer, dataset, shown or [])
+                statuses.append(saved_text(view, row))
+            better = review.better_update(view, shown or []) if view and view["my_preference"] else gr.update()
+            reveal = review.reveal_text(db, view, shown or [], reviewer)
+            progress = review.progress_text(db, reviewer, dataset, shown or [])
         status = "" if reviewer else "Enter your name to grade."
         return reviewer or "", *grades, *comments, better, *statuses, status, progress, reveal
 

@@ -201,22 +201,14 @@ class ReviewTab:
             changed = self._store(db, reviewer, item_id, shown, values)
             view = store.item_view(db, item_id, [model for _, model in shown], reviewer) if item_id else None
             rows = {row["response_id"]: row for row in view["responses"]} if view else {}
-            statuses = [self._saved_text(rows.get(response_id)) for response_id, _ in shown]
-            reveal = self._reveal(db, view, shown, reviewer)
+            statuses = [saved_text(view, rows.get(response_id)) for response_id, _ in shown]
+            reveal = self.reveal_text(db, view, shown, reviewer)
             progress = (
-                self._progress(db, reviewer, view["dataset"] if view else None, shown) if changed else gr.update()
+                self.progress_text(db, reviewer, view["dataset"] if view else None, shown) if changed else gr.update()
             )
         statuses += [""] * (MAX_COLUMNS - len(statuses))
         status = f"Saved ({changed} change{'s' * (changed != 1)})." if changed else "Everything is saved."
         return *statuses, status, progress, reveal
-
-    @staticmethod
-    def _saved_text(row: dict | None) -> str:
-        if row is None:
-            return ""
-        if row["my_grade"] is not None:
-            return f"✓ grade {row['my_grade']} saved" + (" with comment" if row["my_comment"] else "")
-        return "✓ comment saved (no grade yet)" if row["my_comment"] else ""
 
     # --- moving between items ---------------------------------------------------------------------------
 
@@ -291,7 +283,7 @@ class ReviewTab:
             judges.append(judges_html(row["judge_scores"]))
             grades.append(row["my_grade"])
             comments.append(row["my_comment"] or "")
-            saved.append(self._saved_text(row))
+            saved.append(saved_text(view, row))
         values = [
             item_id if view else None,
             shown,
@@ -306,11 +298,11 @@ class ReviewTab:
             *grades,
             *comments,
             *saved,
-            self._better(view, shown),
+            self.better_update(view, shown),
             self._versions_note(db, view, shown, blind),
-            self._reveal(db, view, shown, reviewer, blind=blind),
+            self.reveal_text(db, view, shown, reviewer, blind=blind),
             "" if reviewer or not view else NO_NAME,
-            self._progress(db, reviewer, dataset, shown, models) if progress else gr.update(),
+            self.progress_text(db, reviewer, dataset, shown, models) if progress else gr.update(),
         ]
         return self._changes_only(values, screen or {})
 
@@ -338,7 +330,7 @@ class ReviewTab:
         return f"**{md(view['dataset'])}** · item {view['position'] + 1}{split}"
 
     @staticmethod
-    def _better(view: dict | None, shown: list) -> Any:
+    def better_update(view: dict | None, shown: list) -> Any:
         choices = [(f"{LETTERS[i]} better", LETTERS[i]) for i in range(len(shown))] + [("Tie", "tie")]
         value = None
         preference = view["my_preference"] if view else None
@@ -364,7 +356,7 @@ class ReviewTab:
         return ("ℹ " + "; ".join(notes) + ". Those grades stay with the older text.") if notes else ""
 
     @staticmethod
-    def _reveal(db, view: dict | None, shown: list, reviewer: str | None, *, blind: bool | None = None) -> str:
+    def reveal_text(db, view: dict | None, shown: list, reviewer: str | None, *, blind: bool | None = None) -> str:
         """In a blind data set, the models' names once this reviewer has graded every response shown."""
         if not view or not reviewer:
             return ""
@@ -381,7 +373,7 @@ class ReviewTab:
         names = " · ".join(f"{LETTERS[index]} = {md(model)}" for index, (_, model) in enumerate(shown))
         return f"Models: {names}"
 
-    def _progress(self, db, reviewer: str | None, dataset, shown, models=None) -> str:
+    def progress_text(self, db, reviewer: str | None, dataset, shown, models=None) -> str:
         models = models or [model for _, model in shown]
         counts = store.progress(db, reviewer, dataset=dataset or None, models=models or None)
         total = counts["total"]
@@ -395,6 +387,17 @@ class ReviewTab:
         reviewer = self.app.optional_reviewer(name, request)
         with self.app.connect() as db:
             return my_agreement_with_judges(db, reviewer, dataset)
+
+
+def saved_text(view: dict | None, row: dict | None) -> str:
+    """What is stored for one response, naming the item: a save that lands after the reviewer moved on still
+    tells the truth about the item it was for."""
+    if view is None or row is None:
+        return ""
+    item = f"item {view['position'] + 1}"
+    if row["my_grade"] is not None:
+        return f"✓ {item}: grade {row['my_grade']} saved" + (" with comment" if row["my_comment"] else "")
+    return f"✓ {item}: comment saved (no grade yet)" if row["my_comment"] else ""
 
 
 def judges_html(scores: list[dict]) -> str:
