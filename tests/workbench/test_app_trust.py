@@ -305,6 +305,13 @@ def test_a_reviewer_cannot_read_another_reviewers_grades_nor_export(browser, tru
         options = sam.get_by_role("option").all_inner_texts()
         assert options and not any("rita" in option or "humans" in option for option in options)
         sam.keyboard.press("Escape")
+        _open_tab(sam, "Leaderboard")
+        _wait_for_text(sam, "#leaderboard-table", "Bradley-Terry")
+        assert "mean human grade" not in sam.locator("#leaderboard-table").inner_text()
+        sam.locator("#leaderboard-source input").click()
+        sources = sam.get_by_role("option").all_inner_texts()
+        assert any("judge:gpt4" in source for source in sources) and not any("rita" in source for source in sources)
+        sam.keyboard.press("Escape")
         _open_tab(sam, "Data")
         sam.locator("#data-export").click()
         sam.get_by_text("Only admins can export").first.wait_for()
@@ -443,3 +450,35 @@ def test_stepping_visits_the_queue_in_order(
     if expected:
         assert store.next_item(db, queue, after=expected[0], direction=-1) == expected[-1]
     db.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_an_upload_over_the_size_limit_is_refused(browser, trust_db, tmp_path, db_snapshot):
+    blocks, url = _start(trust_db, max_upload_mb=0.01)
+    try:
+        big = tmp_path / "big-set.json"
+        big.write_text(json.dumps([{"instruction": f"Say {i}.", "input": "", "output": "x" * 100} for i in range(200)]))
+        before = db_snapshot(trust_db)
+        page = _open(browser, url)
+        _open_tab(page, "Data")
+        page.locator("#data-files input[type=file]").set_input_files(str(big))
+        page.get_by_text(re.compile("exceeds|too large|maximum", re.IGNORECASE)).first.wait_for()
+        page.locator("#data-import").click()
+        page.wait_for_timeout(500)
+        assert db_snapshot(trust_db) == before
+        page.context.close()
+    finally:
+        blocks.close()
+
+
+def test_scratch_files_are_pruned_as_the_app_goes(tmp_path, monkeypatch):
+    from workbench.app import core
+
+    app = core.App(tmp_path / "unused.db", scratch=tmp_path / "scratch")
+    app.scratch.mkdir()
+    old = app.scratch_file("export.csv")
+    old.write_text("old export")
+    monkeypatch.setattr(core.time, "time", lambda: old.stat().st_mtime + core.SCRATCH_MAX_AGE_S + 1)
+    new = app.scratch_file("export.csv")
+    assert not old.exists() and not old.parent.exists() and new.parent.is_dir() and new.parent != old.parent

@@ -259,7 +259,7 @@ def launch(
         head=f"<script>{KEYBOARD_JS}</script>",
         css=CSS,
         ssr_mode=False,
-        max_file_size=f"{max_upload_mb}mb",
+        max_file_size=int(max_upload_mb * 1024 * 1024),
         **login_options,
         **options,
     )

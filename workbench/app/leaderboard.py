@@ -8,6 +8,9 @@ import gradio as gr
 from workbench import stats, store
 from workbench.app.core import SHOWN_RESAMPLES, App, rounded, table
 
+# everyone's grades, aggregated: admins only (a reviewer's grading must not lean on the others')
+ADMIN_COLUMNS = ("human grades", "mean human grade")
+
 
 def build(app: App) -> None:
     with gr.Row():
@@ -19,17 +22,21 @@ def build(app: App) -> None:
     )
     board = gr.Dataframe(interactive=False, elem_id="leaderboard-table")
 
-    def show(dataset, chosen_source, keep_choice=True):
+    def show(request: gr.Request, name, dataset, chosen_source, keep_choice=True):
         """``keep_choice=False`` (opening the tab) moves off a source without comparisons in this data
-        set to the first one that has some; a source the reviewer picked stays picked."""
+        set to the first one that has some; a source the reviewer picked stays picked. A reviewer who is not an
+        admin ranks by judges, pairwise votes and their own grades only, and sees no other reviewer's grades."""
         dataset = dataset or None
+        admin = app.is_admin(request)
+        me = f"reviewer:{app.optional_reviewer(name, request)}"
         with app.connect() as db:
             outcomes_of = {
                 "human pairwise votes": lambda: store.pairwise_outcomes(db, source="human", dataset=dataset),
                 "judge pairwise verdicts": lambda: store.pairwise_outcomes(db, source="judge", dataset=dataset),
             }
             for rater in store.rater_names(db):
-                outcomes_of[rater] = lambda rater=rater: store.score_outcomes(db, rater, dataset=dataset)
+                if admin or rater.startswith("judge:") or rater == me:
+                    outcomes_of[rater] = lambda rater=rater: store.score_outcomes(db, rater, dataset=dataset)
             outcomes = outcomes_of[chosen_source]() if chosen_source in outcomes_of else []
             if not outcomes and not (keep_choice and chosen_source in outcomes_of):
                 chosen_source, outcomes = next(
@@ -39,16 +46,18 @@ def build(app: App) -> None:
             summary = store.model_summary(db, dataset=dataset)
             accuracy = store.benchmark_accuracy(db)
         rows = leaderboard_rows(summary, outcomes, accuracy)
+        if not admin:
+            rows = [{k: v for k, v in row.items() if k not in ADMIN_COLUMNS} for row in rows]
         columns = list(rows[0]) if rows else ["model"]
         return gr.update(choices=list(outcomes_of), value=chosen_source), table(rows, columns)
 
-    refresh.click(show, inputs=[app.dataset, source], outputs=[source, board])
-    source.input(show, inputs=[app.dataset, source], outputs=[source, board])
-    app.refreshers["leaderboard"] = (
-        lambda dataset, chosen: show(dataset, chosen, keep_choice=False),
-        [app.dataset, source],
-        [source, board],
-    )
+    def on_open(request: gr.Request, name, dataset, chosen):
+        return show(request, name, dataset, chosen, keep_choice=False)
+
+    inputs = [app.name_box, app.dataset, source]
+    refresh.click(show, inputs=inputs, outputs=[source, board])
+    source.input(show, inputs=inputs, outputs=[source, board])
+    app.refreshers["leaderboard"] = (on_open, inputs, [source, board])
 
 
 def leaderboard_rows(summary: list[dict], outcomes: list, accuracy: list[dict]) -> list[dict]:
