@@ -241,12 +241,13 @@ def test_blind_render_sends_no_model_name(trust_db):
     try:
         tab = ReviewTab(App(trust_db))
         first = store.dataset_items(db, BOOK)[0]["id"]
-        outputs = tab.render(db, first, BOOK, [], "api-reviewer", progress=True)
-        sent = json.dumps([value for value in outputs[2:] if not isinstance(value, list)], default=str)
+        outputs = tab.render(db, first, BOOK, [], "api-reviewer", fresh=True)
+        sent = json.dumps(outputs, default=str)
         assert MODEL_1 not in sent and MODEL_2 not in sent
         assert "Response A" in sent
-        # the shown state (server-side) does hold them, in a per-reviewer order
-        assert {model for _, model in outputs[1]} == {MODEL_1, MODEL_2}
+        # the page holds only the item and response ids; the names stay on the server, in a per-reviewer order
+        item_id, shown = tab.opened(db, outputs[0])
+        assert item_id == first and {model for _, model in shown} == {MODEL_1, MODEL_2}
     finally:
         store.set_blind_review(db, BOOK, False)
         db.close()
@@ -482,3 +483,42 @@ def test_scratch_files_are_pruned_as_the_app_goes(tmp_path, monkeypatch):
     monkeypatch.setattr(core.time, "time", lambda: old.stat().st_mtime + core.SCRATCH_MAX_AGE_S + 1)
     new = app.scratch_file("export.csv")
     assert not old.exists() and not old.parent.exists() and new.parent.is_dir() and new.parent != old.parent
+
+
+def test_progress_counts_kept_by_saves_equal_a_fresh_count(graded_db_copy):
+    """The app counts progress once per scope and then moves it by what each save reports."""
+    import random
+
+    from workbench.app.core import ProgressCounts
+
+    db = graded_db_copy
+    counts = ProgressCounts()
+    scopes = [(BOOK, (MODEL_1, MODEL_2)), (BOOK, (MODEL_1,)), (BOOK, (MODEL_2,))]
+    for reviewer in ("ann", "ben"):
+        for dataset, models in scopes:
+            counts.get(db, reviewer, dataset, models)
+    items = store.dataset_items(db, BOOK)
+    ids = {model: store.response_ids_by_item(db, model, BOOK) for model in (MODEL_1, MODEL_2)}
+    rng = random.Random(3)
+    for _ in range(60):
+        reviewer, item = rng.choice(["ann", "ben"]), rng.choice(items[:10])["id"]
+        marks = [store.Mark(ids[model][item], model, rng.choice([None, 1, 5])) for model in (MODEL_1, MODEL_2)]
+        counts.record(reviewer, BOOK, store.save_marks(db, reviewer, item, marks, None))
+    for reviewer in ("ann", "ben"):
+        for dataset, models in scopes:
+            kept = counts.get(db, reviewer, dataset, models)
+            assert kept == store.progress(db, reviewer, dataset=dataset, models=list(models)), (reviewer, models)
+
+
+def test_marks_go_to_the_item_the_event_names_and_forged_ids_are_dropped(graded_db_copy):
+    """A save carries the item and response ids it was triggered on (not server state read later), and ids
+    that do not belong to that item are ignored."""
+    db = graded_db_copy
+    items = store.dataset_items(db, BOOK)
+    first, second = items[0]["id"], items[1]["id"]
+    ids = {model: store.response_ids_by_item(db, model, BOOK) for model in (MODEL_1, MODEL_2)}
+    assert store.response_models(db, first, [ids[MODEL_2][first], ids[MODEL_1][first]]) == [
+        [ids[MODEL_2][first], MODEL_2],
+        [ids[MODEL_1][first], MODEL_1],
+    ]
+    assert store.response_models(db, first, [ids[MODEL_1][second]]) == []

@@ -138,13 +138,13 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
         outputs=[app.name_box, app.dataset, app.models, current_dataset, *item_outputs],
     )
 
-    def on_dataset(request: gr.Request, name, item_id, shown, *rest):
+    def on_dataset(request: gr.Request, name, item_key, *rest):
         marks, (dataset, current, filters) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
         if dataset == current:  # tabbing through the picker is not a change of data set
             return gr.update(), gr.update(), *[gr.update()] * len(item_outputs)
         reviewer = app.optional_reviewer(name, request)
         with app.connect() as db:
-            review.store_open_item(db, reviewer, item_id, shown, marks)
+            review.store_open_item(db, reviewer, item_key, marks, current)
             all_models = store.models_with_responses(db, dataset)
             models = all_models[:MAX_COLUMNS]
             queue = app.queue_filter(dataset, models, filters, reviewer, request)
@@ -159,21 +159,22 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
         show_progress="hidden",  # tabbing through the picker fires this too: no spinner over the grades
     )
 
-    def on_models(request: gr.Request, name, item_id, shown, *rest):
+    def on_models(request: gr.Request, name, item_key, *rest):
         marks, (dataset, models) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
         reviewer = app.optional_reviewer(name, request)
         with app.connect() as db:
-            review.store_open_item(db, reviewer, item_id, shown, marks)
-            return review.render(db, item_id, dataset, models, reviewer, progress=True)
+            review.store_open_item(db, reviewer, item_key, marks, dataset)
+            item_id, _ = review.opened(db, item_key)
+            return review.render(db, item_id, dataset, models, reviewer, fresh=True)
 
     app.models.input(on_models, inputs=[*review.mark_inputs, app.dataset, app.models], outputs=item_outputs)
 
     name_outputs = [saved_name, *review.grades, *review.comments, review.better, *review.autosave_outputs]
 
-    def on_name(request: gr.Request, name, item_id, shown, *rest):
+    def on_name(request: gr.Request, name, item_key, *rest):
         """A new name keeps the marks on screen (stored under it) and shows that reviewer's own earlier
         marks only where the screen has none, so a click racing this event is never undone."""
-        marks, (remembered, dataset) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        marks, (remembered, dataset, scope_models) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
         unchanged = [gr.update()] * (len(name_outputs) - 1)
         if getattr(request, "username", None):
             return gr.update(), *unchanged
@@ -181,28 +182,29 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
         if reviewer == ((remembered or "").strip() or None):
             return gr.update(), *unchanged
         with app.connect() as db:
-            review.store_open_item(db, reviewer, item_id, shown, marks)
-            models = [model for _, model in shown or []]
+            review.store_open_item(db, reviewer, item_key, marks, dataset)
+            item_id, shown = review.opened(db, item_key)
+            models = [model for _, model in shown]
             view = store.item_view(db, item_id, models, reviewer) if item_id and reviewer else None
             rows = {row["response_id"]: row for row in view["responses"]} if view else {}
             grades, comments, statuses = [], [], []
             for index in range(MAX_COLUMNS):
-                row = rows.get(shown[index][0]) if index < len(shown or []) else None
+                row = rows.get(shown[index][0]) if index < len(shown) else None
                 stored_grade = row["my_grade"] if row else None
                 stored_comment = row["my_comment"] if row else None
                 grades.append(stored_grade if stored_grade is not None else gr.update())
                 comments.append(stored_comment if stored_comment else gr.update())
                 statuses.append(saved_text(view, row))
-            better = review.better_update(view, shown or []) if view and view["my_preference"] else gr.update()
-            reveal = review.reveal_text(db, view, shown or [], reviewer)
-            progress = review.progress_text(db, reviewer, dataset, shown or [])
+            better = review.better_update(view, shown) if view and view["my_preference"] else gr.update()
+            reveal = review.reveal_text(db, view, shown, reviewer)
+            progress = review.progress_text(db, reviewer, dataset, scope_models)
         status = "" if reviewer else "Enter your name to grade."
         return reviewer or "", *grades, *comments, better, *statuses, status, progress, reveal
 
     for event in (app.name_box.blur, app.name_box.submit):
         event(
             on_name,
-            inputs=[*review.mark_inputs, saved_name, app.dataset],
+            inputs=[*review.mark_inputs, saved_name, app.dataset, app.models],
             outputs=name_outputs,
             show_progress="hidden",  # a spinner over the grades would swallow the click that follows
         )

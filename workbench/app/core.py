@@ -13,6 +13,7 @@ import random
 import re
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import closing
@@ -123,6 +124,47 @@ def my_agreement_with_judges(db: sqlite_utils.Database, reviewer: str | None, da
     return table(rows, columns)
 
 
+class ProgressCounts:
+    """Progress per (reviewer, data set, models), counted by SQL once and then moved by this app's own saves.
+
+    Counting from scratch scans every response in scope (200 ms at 20,000 items x 4 models), too slow for every
+    step and every click; a save knows exactly what it added. Opening the page or another scope counts afresh,
+    which also takes in what other processes (imports, other servers) wrote meanwhile.
+    """
+
+    def __init__(self) -> None:
+        self._counts: dict[tuple, dict] = {}
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def _key(reviewer: str | None, dataset: str | None, models: Sequence[str]) -> tuple:
+        return (reviewer or "", dataset or "", tuple(models))
+
+    def get(self, db, reviewer: str | None, dataset: str | None, models: Sequence[str], *, fresh: bool = False) -> dict:
+        key = self._key(reviewer, dataset, models)
+        with self._lock:
+            found = None if fresh else self._counts.get(key)
+        if found is None:
+            found = store.progress(db, reviewer, dataset=dataset or None, models=list(models) or None)
+            with self._lock:
+                self._counts[key] = found
+        with self._lock:
+            return dict(found)
+
+    def record(self, reviewer: str, dataset: str | None, saved: store.Saved) -> None:
+        """Move every count this save touches: the reviewer's own, and everyone's in each scope holding it."""
+        with self._lock:
+            for (who, scope_dataset, models), counts in self._counts.items():
+                if scope_dataset and scope_dataset != dataset:
+                    continue
+                for model, first in saved.new_grades:
+                    if models and model not in models:
+                        continue
+                    counts["grades"] += 1
+                    counts["anyone"] += int(first)
+                    counts["mine"] += int(who == reviewer)
+
+
 @dataclass
 class App:
     """The app's shared state: the database, logins and the scope bar's components, which every tab reads.
@@ -147,6 +189,7 @@ class App:
     filters: list = field(default_factory=list)
     queue_settings: Any = None
     tabs: Any = None
+    progress: ProgressCounts = field(default_factory=ProgressCounts)
     # a folder of this app's own temporary files (exports, charts), emptied as it goes and removed at exit
     scratch: Path | None = None
 

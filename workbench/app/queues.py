@@ -90,13 +90,13 @@ def build(app: App) -> None:
 
     open_handler, mark_inputs, item_outputs = app.open_item
 
-    def open_item(event: gr.SelectData, request: gr.Request, ids, dataset, models, name, item_id, shown, *marks):
+    def open_item(event: gr.SelectData, request: gr.Request, ids, dataset, models, name, item_key, *marks):
         row = event.index[0]
         if not ids or row >= len(ids):
             raise fail("That row is gone; refresh the queue.")
         reviewer = app.optional_reviewer(name, request)
         with app.connect() as db:
-            rendered = open_handler(db, reviewer, item_id, shown, marks, ids[row], dataset, models)
+            rendered = open_handler(db, reviewer, item_key, marks, ids[row], dataset, models)
         return [gr.Tabs(selected="review"), *rendered]
 
     queue_table.select(

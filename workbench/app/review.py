@@ -13,6 +13,7 @@ each reviewer and item, and named only once that reviewer has graded every respo
 from __future__ import annotations
 
 import html
+import json
 import random
 from dataclasses import replace
 from typing import Any
@@ -37,13 +38,13 @@ SHORTCUTS_HELP = (
     "**p** previous, **u** next ungraded for me. Everything is saved as you click and type."
 )
 # Positions in ``item_outputs()`` of the components only the server writes (columns, flags, judge tables and
-# the versions note): six single outputs, then seven groups of MAX_COLUMNS, then better and the versions note.
+# the versions note): five single outputs, then seven groups of MAX_COLUMNS, then better and the versions note.
 SERVER_WRITTEN = (
-    *range(6, 6 + MAX_COLUMNS),
-    *range(6 + 2 * MAX_COLUMNS, 6 + 4 * MAX_COLUMNS),
-    6 + 7 * MAX_COLUMNS + 1,
+    *range(5, 5 + MAX_COLUMNS),
+    *range(5 + 2 * MAX_COLUMNS, 5 + 4 * MAX_COLUMNS),
+    5 + 7 * MAX_COLUMNS + 1,
 )
-STATUS_AT = 6 + 7 * MAX_COLUMNS + 3
+STATUS_AT = 5 + 7 * MAX_COLUMNS + 3
 NO_NAME = "Enter your name (top left): your marks stay on screen and are stored as soon as you do."
 
 
@@ -57,8 +58,10 @@ class ReviewTab:
 
     def build(self) -> None:
         app = self.app
-        self.item_id = gr.State(None)
-        self.shown = gr.State([])  # [[response_id, model], ...] in column order; kept on the server
+        # The open item and its responses' ids, in column order, kept in the page (hidden): an event carries the
+        # ids it was triggered on. A server-side State is read when the event runs, so a save queued behind a
+        # step would land on the next item. No model names here: blind review keeps them on the server.
+        self.item_key = gr.Textbox(visible=False, elem_id="item-key")
         # what the last step sent to the components only the server writes, so the next step sends changes only
         self.screen = gr.State({})
         with gr.Column(elem_id="review-panel"):
@@ -90,10 +93,19 @@ class ReviewTab:
                 live = gr.Dataframe(interactive=False, elem_id="live-calibration")
 
         marks = [*self.grades, *self.comments, self.better]
-        self.mark_inputs = [app.name_box, self.item_id, self.shown, *marks]
+        self.mark_inputs = [app.name_box, self.item_key, *marks]
         # autosave never writes to the marks themselves (nor shows a spinner over them): a click is never undone
         self.autosave_outputs = [*self.saved, self.status, self.progress, self.reveal]
-        autosave = {"inputs": self.mark_inputs, "outputs": self.autosave_outputs, "show_progress": "hidden"}
+        autosave_inputs = [*self.mark_inputs, app.dataset, app.models]
+        # One autosave at a time, in click order: each reports the progress after its own save, so the last one
+        # to arrive is never older than the one before it (a step leaves progress alone when it saved nothing).
+        autosave = {
+            "inputs": autosave_inputs,
+            "outputs": self.autosave_outputs,
+            "show_progress": "hidden",
+            "concurrency_id": "autosave",
+            "concurrency_limit": 1,
+        }
         for grade in self.grades:
             grade.input(self._autosave, **autosave)
         for comment in self.comments:
@@ -138,8 +150,7 @@ class ReviewTab:
 
     def item_outputs(self) -> list:
         return [
-            self.item_id,
-            self.shown,
+            self.item_key,
             self.header,
             self.instruction,
             self.input,
@@ -177,8 +188,20 @@ class ReviewTab:
             better = None
         return marks, better
 
-    def _store(self, db, reviewer: str | None, item_id, shown, values) -> int:
-        """Store the marks on screen for ``item_id``; with no name, refuse to leave while any are there."""
+    @staticmethod
+    def opened(db, item_key: str | None) -> tuple[str | None, list]:
+        """The item an event was triggered on and its [[response id, model], ...] in column order."""
+        try:
+            key = json.loads(item_key or "null") or {}
+            item_id, response_ids = key["item"], key["responses"]
+        except (ValueError, KeyError, TypeError):
+            return None, []
+        return item_id, store.response_models(db, item_id, response_ids)
+
+    def _store(self, db, reviewer: str | None, item_key, values, dataset) -> int:
+        """Store the marks on screen for the item they were given on and move the progress counts; returns the
+        rows changed. With no name, refuse to leave while any marks are there."""
+        item_id, shown = self.opened(db, item_key)
         marks, better = self._marks(shown, values)
         if not item_id or not marks:
             return 0
@@ -187,25 +210,27 @@ class ReviewTab:
         if reviewer is None:
             raise fail(NO_NAME)
         try:
-            return store.save_marks(db, reviewer, item_id, marks, better)
+            saved = store.save_marks(db, reviewer, item_id, marks, better)
         except UserError as exc:
             raise fail(str(exc)) from exc
+        self.app.progress.record(reviewer, dataset, saved)
+        return saved.changed
 
-    def _autosave(self, request: gr.Request, name, item_id, shown, *values):
+    def _autosave(self, request: gr.Request, name, item_key, *rest):
+        values, (dataset, models) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
         reviewer = self.app.optional_reviewer(name, request)
         if reviewer is None:
-            marks, better = self._marks(shown, values)
-            waiting = any(mark.grade is not None or mark.comment.strip() for mark in marks) or better
+            grades, comments, better = values[:MAX_COLUMNS], values[MAX_COLUMNS:-1], values[-1]
+            waiting = any(grade is not None for grade in grades) or any((c or "").strip() for c in comments) or better
             return *[gr.update()] * MAX_COLUMNS, NO_NAME if waiting else "", gr.update(), gr.update()
         with self.app.connect() as db:
-            changed = self._store(db, reviewer, item_id, shown, values)
+            changed = self._store(db, reviewer, item_key, values, dataset)
+            item_id, shown = self.opened(db, item_key)
             view = store.item_view(db, item_id, [model for _, model in shown], reviewer) if item_id else None
             rows = {row["response_id"]: row for row in view["responses"]} if view else {}
             statuses = [saved_text(view, rows.get(response_id)) for response_id, _ in shown]
             reveal = self.reveal_text(db, view, shown, reviewer)
-            progress = (
-                self.progress_text(db, reviewer, view["dataset"] if view else None, shown) if changed else gr.update()
-            )
+            progress = self.progress_text(db, reviewer, dataset, models)
         statuses += [""] * (MAX_COLUMNS - len(statuses))
         status = f"Saved ({changed} change{'s' * (changed != 1)})." if changed else "Everything is saved."
         return *statuses, status, progress, reveal
@@ -213,46 +238,49 @@ class ReviewTab:
     # --- moving between items ---------------------------------------------------------------------------
 
     def _navigate(self, direction: int, *, ungraded: bool = False):
-        def navigate(request: gr.Request, name, item_id, shown, *rest):
+        def navigate(request: gr.Request, name, item_key, *rest):
             marks = rest[: 2 * MAX_COLUMNS + 1]
             screen, dataset, models, filters = rest[2 * MAX_COLUMNS + 1 :]
             reviewer = self.app.optional_reviewer(name, request)
             if ungraded and reviewer is None:
                 raise fail(NO_NAME)
             with self.app.connect() as db:
-                changed = self._store(db, reviewer, item_id, shown, marks)
+                self._store(db, reviewer, item_key, marks, dataset)
+                item_id, _ = self.opened(db, item_key)
                 queue = self.app.queue_filter(dataset, models, filters, reviewer, request)
                 if ungraded:
                     queue = replace(queue, ungraded_for=reviewer)
                 target = store.next_item(db, queue, after=item_id, direction=direction)
-                progress = bool(changed) or ungraded
-                values = self.render(db, target, dataset, models, reviewer, progress=progress, screen=screen)
+                values = self.render(db, target, dataset, models, reviewer, screen=screen)
             if ungraded and target is None:
                 values[STATUS_AT] = "You have graded every response in this queue."
             return values
 
         return navigate
 
-    def open_item(self, db, reviewer: str | None, item_id, shown, marks, target: str, dataset, models) -> list:
+    def open_item(self, db, reviewer: str | None, item_key, marks, target: str, dataset, models) -> list:
         """Store the marks of the open item, then render ``target`` (Queues opens its rows here)."""
-        self._store(db, reviewer, item_id, shown, marks)
-        return self.render(db, target, dataset, models, reviewer, progress=True)
+        self._store(db, reviewer, item_key, marks, dataset)
+        return self.render(db, target, dataset, models, reviewer)
 
     def first_item(self, db, queue: store.QueueFilter, dataset, models, reviewer: str | None) -> list:
         """The reviewer's first ungraded item in the queue, else the queue's first item."""
         first = store.next_item(db, replace(queue, ungraded_for=reviewer)) if reviewer else None
-        return self.render(db, first or store.next_item(db, queue), dataset, models, reviewer, progress=True)
+        return self.render(db, first or store.next_item(db, queue), dataset, models, reviewer, fresh=True)
 
-    def store_open_item(self, db, reviewer: str | None, item_id, shown, marks) -> int:
+    def store_open_item(self, db, reviewer: str | None, item_key, marks, dataset) -> int:
         """Store what is on screen before the scope bar moves the reviewer elsewhere."""
-        return self._store(db, reviewer, item_id, shown, marks)
+        return self._store(db, reviewer, item_key, marks, dataset)
 
     # --- one item on screen -----------------------------------------------------------------------------
 
     def render(
-        self, db, item_id: str | None, dataset, models, reviewer: str | None, *, progress: bool, screen=None
+        self, db, item_id: str | None, dataset, models, reviewer: str | None, *, fresh: bool = False, screen=None
     ) -> list:
         """Every output of the Review tab for one item (or an empty page when the queue is empty).
+
+        ``fresh`` recounts the progress from the database (opening the page or another scope); otherwise it
+        comes from the counts this app keeps up to date as it saves.
 
         ``screen`` is what the previous step sent to the components that only the server writes (columns,
         flags, judge tables, the versions note); those that would not change are left alone (``gr.update()``),
@@ -285,8 +313,7 @@ class ReviewTab:
             comments.append(row["my_comment"] or "")
             saved.append(saved_text(view, row))
         values = [
-            item_id if view else None,
-            shown,
+            json.dumps({"item": item_id, "responses": [response_id for response_id, _ in shown]}) if view else "",
             self._header(view),
             view["instruction"] if view else "",
             view["input"] if view else "",
@@ -302,7 +329,7 @@ class ReviewTab:
             self._versions_note(db, view, shown, blind),
             self.reveal_text(db, view, shown, reviewer, blind=blind),
             "" if reviewer or not view else NO_NAME,
-            self.progress_text(db, reviewer, dataset, shown, models) if progress else gr.update(),
+            self.progress_text(db, reviewer, dataset, models, fresh=fresh),
         ]
         return self._changes_only(values, screen or {})
 
@@ -373,9 +400,9 @@ class ReviewTab:
         names = " · ".join(f"{LETTERS[index]} = {md(model)}" for index, (_, model) in enumerate(shown))
         return f"Models: {names}"
 
-    def progress_text(self, db, reviewer: str | None, dataset, shown, models=None) -> str:
-        models = models or [model for _, model in shown]
-        counts = store.progress(db, reviewer, dataset=dataset or None, models=models or None)
+    def progress_text(self, db, reviewer: str | None, dataset, models, *, fresh: bool = False) -> str:
+        models = self.models_in_view(db, dataset, models, store.blind_review(db, dataset))
+        counts = self.app.progress.get(db, reviewer, dataset, models, fresh=fresh)
         total = counts["total"]
         mine = f"You: **{counts['mine']} / {total}** graded" if reviewer else "Enter your name to grade"
         return (

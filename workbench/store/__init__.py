@@ -79,6 +79,7 @@ from workbench.store.review import (
     rater_names,
     rater_scale,
     rater_scores,
+    response_models,
     review_queue,
     reviewer_consistency,
     score_judge_names,
@@ -86,5 +87,5 @@ from workbench.store.review import (
     split_names,
     training_models,
 )
-from workbench.store.review_state import Mark, blind_review, record_view, save_marks, set_blind_review
+from workbench.store.review_state import Mark, Saved, blind_review, record_view, save_marks, set_blind_review
 from workbench.store.schema import SCHEMA_VERSION, open_db, schema_version

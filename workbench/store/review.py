@@ -290,6 +290,23 @@ def item_view(
     return item
 
 
+def response_models(db: sqlite_utils.Database, item_id: str, response_ids: Sequence[int]) -> list[list]:
+    """[[response id, model name], ...] for those responses of ``item_id``, in the order given (unknown ids and
+    other items' responses are left out, so a stale or forged id cannot put a mark on another item)."""
+    params: dict = {"item": item_id}
+    if not response_ids:
+        return []
+    ids = in_clause("r.id", [int(i) for i in response_ids], params, "response")
+    found = dict(
+        db.execute(
+            f"""SELECT r.id, m.name FROM response_versions r JOIN models m ON m.id = r.model_id
+                WHERE r.item_id = :item AND {ids}""",
+            params,
+        ).fetchall()
+    )
+    return [[int(i), found[int(i)]] for i in response_ids if int(i) in found]
+
+
 def my_preference(db: sqlite_utils.Database, item_id: str, reviewer: str) -> str | None:
     """The model this reviewer marked better on this item in the Review tab, "tie", or None."""
     rows = list(

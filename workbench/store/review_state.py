@@ -7,7 +7,7 @@ stored first and writes only what changed: a step that changes nothing costs a r
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import combinations
 
 import sqlite_utils
@@ -27,6 +27,15 @@ from workbench.store.review import clear_open_preferences, my_preference
 TIE = "tie"
 
 
+@dataclass
+class Saved:
+    """What ``save_marks`` wrote: rows changed, and per grade given for the first time by this reviewer, the
+    model and whether it is that response's first grade by anyone (progress counts move by these)."""
+
+    changed: int = 0
+    new_grades: list[tuple[str, bool]] = field(default_factory=list)
+
+
 @dataclass(frozen=True)
 class Mark:
     """One response's state on screen: its grade (1-5 or None) and comment."""
@@ -39,26 +48,26 @@ class Mark:
 
 def save_marks(
     db: sqlite_utils.Database, reviewer: str, item_id: str, marks: Sequence[Mark], better: str | None
-) -> int:
-    """Store a reviewer's grades, comments and better/tie mark on one item; returns how many rows changed.
+) -> Saved:
+    """Store a reviewer's grades, comments and better/tie mark on one item; returns what changed.
 
     A comment without a grade is kept as a draft (``grade_drafts``) and moves onto the grade once one is
     given. ``better`` is a model name or ``"tie"``; it becomes pairwise grades of the chosen model against
     each other model shown (a tie: every pair), replacing the reviewer's earlier mark on the item.
     """
-    changed = 0
+    saved = Saved()
     with transaction(db):
         reviewer_id = get_or_create_reviewer(db, reviewer)
         for mark in marks:
-            changed += _save_mark(db, reviewer, reviewer_id, mark)
+            saved.changed += _save_mark(db, reviewer, reviewer_id, mark, saved)
         models = [mark.model for mark in marks]
         if better and len(models) > 1 and better != my_preference(db, item_id, reviewer):
             _store_better(db, item_id, models, better, reviewer)
-            changed += 1
-    return changed
+            saved.changed += 1
+    return saved
 
 
-def _save_mark(db: sqlite_utils.Database, reviewer: str, reviewer_id: int, mark: Mark) -> int:
+def _save_mark(db: sqlite_utils.Database, reviewer: str, reviewer_id: int, mark: Mark, saved: Saved) -> int:
     comment = (mark.comment or "").strip()
     stored = db.execute(
         "SELECT score, comment FROM grades WHERE response_id = ? AND reviewer_id = ?", [mark.response_id, reviewer_id]
@@ -66,6 +75,9 @@ def _save_mark(db: sqlite_utils.Database, reviewer: str, reviewer_id: int, mark:
     if mark.grade is not None:
         if stored is not None and tuple(stored) == (int(mark.grade), comment):
             return 0
+        if stored is None:
+            first = _one(db, "SELECT 1 FROM grades WHERE response_id = ?", [mark.response_id]) is None
+            saved.new_grades.append((mark.model, first))
         add_grade(db, mark.response_id, reviewer, int(mark.grade), comment)
         db.execute(
             "DELETE FROM grade_drafts WHERE response_id = ? AND reviewer_id = ?", [mark.response_id, reviewer_id]
