@@ -42,6 +42,8 @@ GRADE_CHOICES = [(f"{score} · {anchor}", score) for score, anchor in GRADE_ANCH
 LIVE_RESAMPLES = 30
 SHOWN_RESAMPLES = 300
 SCRATCH_MAX_AGE_S = 600
+# a reviewer name nobody can type: a reviewer who has not given a name sees nobody's grades in the queue
+NO_REVIEWER = "\x00"
 
 
 def md(text: Any) -> str:
@@ -257,5 +259,5 @@ class App:
             flagged=bool(flagged),
             order=order or "position",
             reviewer=reviewer,
-            humans_of=None if self.is_admin(request) else (reviewer or "\x00nobody"),
+            humans_of=None if self.is_admin(request) else (reviewer or NO_REVIEWER),
         )

@@ -3,8 +3,9 @@
 No grade is ever lost: every click and comment is saved at once (comments as the reviewer types, at most one
 save in flight), and every way of leaving an item (Previous, Skip, Next ungraded, a queue row, another data
 set or model) stores what is on screen first. Without a name the marks stay on screen and are stored as soon
-as a name is given. A step costs one indexed look-up of the neighbouring item and that item's own rows;
-progress is recounted only after a save and calibration only on request.
+as a name is given. Every event carries the ids of the item it was triggered on, so a save that runs after a
+step still lands on its own item. A step costs one indexed look-up of the neighbouring item and that item's own
+rows; progress is counted once per scope and then moved by each save, and calibration runs only on request.
 
 In a blind data set (``workbench serve --blind-review``) models are shown as A-D in an order of their own for
 each reviewer and item, and named only once that reviewer has graded every response of the item.
@@ -384,7 +385,10 @@ class ReviewTab:
 
     @staticmethod
     def reveal_text(db, view: dict | None, shown: list, reviewer: str | None, *, blind: bool | None = None) -> str:
-        """In a blind data set, the models' names once this reviewer has graded every response shown."""
+        """In a blind data set, the models' names once this reviewer has graded every response shown.
+
+        Whenever names are on screen (always, outside blind review) the item is recorded as seen with names,
+        so that Blind A/B leaves it out for this reviewer."""
         if not view or not reviewer:
             return ""
         if blind is None:
