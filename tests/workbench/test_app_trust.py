@@ -317,10 +317,20 @@ def test_a_reviewer_cannot_read_another_reviewers_grades_nor_export(browser, tru
         sam.locator("#data-export").click()
         sam.get_by_text("Only admins can export").first.wait_for()
         assert sam.locator("#export-file a").count() == 0
+        sam.locator("#data-blind input").check()
+        sam.locator("#data-blind-apply").click()
+        sam.get_by_text("Only admins can change review settings").first.wait_for()
         boss = sign_in("boss", "pw-admin")
         _open_tab(boss, "Data")
         boss.locator("#data-export").click()
         boss.locator("#export-file a").first.wait_for()
+        boss.locator("#data-blind input").check()
+        boss.locator("#data-blind-apply").click()
+        _wait_for_text(boss, "#data-blind-result", "now blind")
+        db = store.open_db(trust_db)
+        assert store.blind_review(db, BOOK)
+        store.set_blind_review(db, BOOK, False)
+        db.close()
     finally:
         blocks.close()
 

@@ -201,6 +201,9 @@ def test_serve_passes_logins_and_upload_limit(tmp_path, monkeypatch, capsys):
     assert main(argv) == 0
     assert calls["max_upload_mb"] == 7 and calls["logins"].is_admin("ann") and capsys.readouterr().err == ""
     assert main(["serve", "--db", "x.db"]) == 0 and calls["logins"] is None and calls["max_upload_mb"] == 50
+    assert calls["blind_datasets"] == ()
+    assert main(["serve", "--db", "x.db", "--blind-review", "a", "--blind-review", "b c"]) == 0
+    assert calls["blind_datasets"] == ("a", "b c")
     with pytest.raises(SystemExit):
         main(["serve", "--db", "x.db", "--max-upload-mb", "0"])
 
