@@ -156,6 +156,7 @@ def run_demo(
     try:
         for path in (SAMPLE_DATA, run_dir, responses):
             print(import_path(db, path).describe())
+        store.set_app_notice(db, base.notice)  # `workbench serve` on this file shows it too
     finally:
         db.close()
 
@@ -177,16 +178,14 @@ def run_demo(
 
 
 def _cli(args: argparse.Namespace) -> None:
-    notice = run_demo(
-        args.db, weights=args.weights, judge_model=args.judge_model, judge_host=args.host, device=args.device
-    )
+    run_demo(args.db, weights=args.weights, judge_model=args.judge_model, judge_host=args.host, device=args.device)
     if args.no_serve:
         print(f"\ndone; `workbench serve --db {args.db}` opens the review app")
         return
     from workbench.serve import serve
 
     _step("review app")
-    serve(args.db, port=args.port, notice=notice)
+    serve(args.db, port=args.port)  # the notice, if any, is in the database
 
 
 def add_cli(subparsers) -> None:

@@ -450,6 +450,9 @@ def test_data_tab_imports_an_upload_and_exports(page, app_db, tmp_path):
     db = store.open_db(app_db)
     assert [row["text"] for row in store.response_rows(db, dataset="uploaded-set")] == ["4"]
     db.close()
+    page.locator("#scope-dataset input").click()  # the new data set can be picked at once, no reload
+    page.get_by_role("option", name="uploaded-set").wait_for()
+    page.keyboard.press("Escape")
     page.locator("#data-export").click()
     link = page.locator("#export-file a").first
     link.wait_for()

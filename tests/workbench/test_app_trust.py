@@ -532,3 +532,13 @@ def test_marks_go_to_the_item_the_event_names_and_forged_ids_are_dropped(graded_
         [ids[MODEL_1][first], MODEL_1],
     ]
     assert store.response_models(db, first, [ids[MODEL_1][second]]) == []
+
+
+def test_the_app_notice_lives_in_the_database(graded_db_copy):
+    db = graded_db_copy
+    assert store.app_notice(db) is None
+    store.set_app_notice(db, "trained from <b>random</b> weights")
+    store.set_app_notice(db, "trained from random weights")
+    assert store.app_notice(db) == "trained from random weights"
+    store.set_app_notice(db, None)
+    assert store.app_notice(db) is None

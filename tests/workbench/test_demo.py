@@ -83,7 +83,7 @@ def test_demo_again_reuses_every_step_and_adds_nothing(demo_db, capsys):
 @pytest.mark.browser
 @pytest.mark.slow
 def test_app_on_the_demo_database_shows_every_tab(demo_db, browser):
-    blocks = app.build_app(demo_db, notice=demo.RANDOM_NOTICE)
+    blocks = app.build_app(demo_db)  # as `workbench serve --db` opens it: the notice comes from the database
     port = _free_port()
     app.launch(blocks, port=port, prevent_thread_lock=True, quiet=True)
     url = f"http://127.0.0.1:{port}/"

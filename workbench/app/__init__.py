@@ -226,13 +226,16 @@ def build_app(
     logins: Any = None,
     blind_datasets: tuple[str, ...] = (),
 ) -> gr.Blocks:
-    """The review app over one database file. ``notice`` is a banner (the demo says when its model was
+    """The review app over one database file.
+
+    ``notice`` is a banner (default: the one stored in the database, where the demo says that its model was
     trained from random weights); ``repeat_share`` is the share of blind votes that re-ask an earlier pair;
     ``logins`` (``workbench.auth.Logins``) decide roles; ``blind_datasets`` make the Review tab blind there."""
     db_path = Path(db_path)
     with closing(store.open_db(db_path)) as db:  # create or migrate now, and fail with a one-line error
         for dataset in blind_datasets:
             store.set_blind_review(db, dataset, True)
+        notice = notice if notice is not None else store.app_notice(db)
     app = App(db_path, notice=notice, repeat_share=repeat_share, rng=random.Random(seed), logins=logins)
     app.scratch = Path(tempfile.mkdtemp(prefix="workbench-app-"))
     atexit.register(shutil.rmtree, app.scratch, True)

@@ -71,10 +71,12 @@ def build(app: App) -> None:
                 )
         except UserError as exc:
             message = str(exc).replace(str(folder) + "/", "")
-            return f"Nothing was imported: {message}"
+            return f"Nothing was imported: {message}", gr.update()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        return "\n".join(summary.describe() for summary in summaries)
+        with app.connect() as db:  # a new data set can be picked at once, without reloading the page
+            datasets = store.dataset_names(db)
+        return "\n".join(summary.describe() for summary in summaries), gr.update(choices=datasets)
 
     def do_export(request: gr.Request, chosen_format, current_dataset):
         app.require_admin(request, "export grades and scores")
@@ -96,6 +98,8 @@ def build(app: App) -> None:
         state = "blind" if chosen else "not blind"
         return f"Review of this data set is now {state}; reload the page to apply it."
 
-    import_button.click(do_import, inputs=[files, kind, dataset, model, judge, response_key], outputs=result)
+    import_button.click(
+        do_import, inputs=[files, kind, dataset, model, judge, response_key], outputs=[result, app.dataset]
+    )
     export_button.click(do_export, inputs=[fmt, app.dataset], outputs=download)
     blind_button.click(set_blind, inputs=[blind, app.dataset], outputs=blind_result)

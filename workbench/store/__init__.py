@@ -87,5 +87,14 @@ from workbench.store.review import (
     split_names,
     training_models,
 )
-from workbench.store.review_state import Mark, Saved, blind_review, record_view, save_marks, set_blind_review
+from workbench.store.review_state import (
+    Mark,
+    Saved,
+    app_notice,
+    blind_review,
+    record_view,
+    save_marks,
+    set_app_notice,
+    set_blind_review,
+)
 from workbench.store.schema import SCHEMA_VERSION, open_db, schema_version

@@ -161,3 +161,23 @@ def blind_review(db: sqlite_utils.Database, dataset: str | None) -> bool:
             [dataset],
         )
     )
+
+
+NOTICE_KEY = "app_notice"
+
+
+def set_app_notice(db: sqlite_utils.Database, notice: str | None) -> None:
+    """A banner every review app on this database shows (the demo says its model was trained from random
+    weights); None removes it."""
+    with transaction(db):
+        if notice is None:
+            db.execute("DELETE FROM meta WHERE key = ?", [NOTICE_KEY])
+        else:
+            db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [NOTICE_KEY, notice],
+            )
+
+
+def app_notice(db: sqlite_utils.Database) -> str | None:
+    return _one(db, "SELECT value FROM meta WHERE key = ?", [NOTICE_KEY])
