@@ -542,3 +542,27 @@ def test_the_app_notice_lives_in_the_database(graded_db_copy):
     assert store.app_notice(db) == "trained from random weights"
     store.set_app_notice(db, None)
     assert store.app_notice(db) is None
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_blind_tab_loads_on_open_and_stores_both_bad_with_a_comment(browser, server, trust_db):
+    page = _open(browser, server)
+    _name_box(page).fill("arena")
+    _name_box(page).press("Enter")
+    _wait_for_text(page, "#progress", "You: ")
+    _open_tab(page, "Blind A/B")  # no click on Next pair: the pair is there
+    page.wait_for_function("document.querySelector('#blind-response-left textarea')?.value.length > 0")
+    instruction = _text(page, "blind-instruction")
+    page.locator("#blind-comment textarea").fill("both miss the point")
+    page.locator("#blind-both-bad").click()
+    page.wait_for_function("document.querySelector('#blind-reveal textarea, #blind-reveal input').value")
+    assert page.locator("#blind-both-bad").get_attribute("class").split().count("primary") == 1  # stays marked
+    assert page.locator("#blind-left").is_disabled() and page.locator("#blind-both-bad").is_disabled()
+    with sqlite3.connect(trust_db) as conn:
+        rows = conn.execute(
+            "SELECT i.instruction, pg.preference, pg.both_bad, pg.blind, pg.comment FROM pairwise_grades pg "
+            "JOIN reviewers rv ON rv.id = pg.reviewer_id JOIN items i ON i.id = pg.item_id WHERE rv.name = 'arena'"
+        ).fetchall()
+    assert rows == [(instruction, "tie", 1, 1, "both miss the point")]
+    page.context.close()

@@ -1,4 +1,5 @@
-"""The Blind A/B tab: two answers to one instruction, models hidden and sides shuffled, named after the vote.
+"""The Blind A/B tab, like Chatbot Arena's battles: two answers to one instruction, models hidden and sides
+shuffled; A, B, tie or both bad, with an optional comment; the vote stays marked and the models are named after it.
 
 The pair (with its model names) stays in server-side state; the browser gets only the texts until the vote.
 A pair loads as soon as the tab opens. Items the reviewer has seen with names in the Review tab are left out.
@@ -11,13 +12,16 @@ import gradio as gr
 from workbench import store
 from workbench.app.core import App, inform
 
+BOTH_BAD = "both bad"
+
 
 def build(app: App) -> None:
     pair = gr.State(None)
     with gr.Column(elem_id="blind-panel"):
         gr.Markdown(
             "Two answers to the same instruction, models hidden and sides shuffled; the models are named "
-            "after your vote. Keys: **a** left better, **b** right better, **t** tie, **n** next pair."
+            "after your vote. Keys: **a** left better, **b** right better, **t** tie, **x** both bad, "
+            "**n** next pair."
         )
         with gr.Row():
             instruction = gr.Textbox(label="Instruction", interactive=False, lines=2, elem_id="blind-instruction")
@@ -29,9 +33,14 @@ def build(app: App) -> None:
             vote_left = gr.Button("A is better", elem_id="blind-left", interactive=False)
             vote_tie = gr.Button("Tie", elem_id="blind-tie", interactive=False)
             vote_right = gr.Button("B is better", elem_id="blind-right", interactive=False)
+            vote_bad = gr.Button("Both are bad", elem_id="blind-both-bad", interactive=False)
+        comment = gr.Textbox(label="Comment (optional, stored with your vote)", lines=1, elem_id="blind-comment")
         reveal = gr.Textbox(label="Models (shown after your vote)", interactive=False, elem_id="blind-reveal")
         next_pair = gr.Button("Next pair (n)", variant="primary", elem_id="blind-next")
-    buttons = [vote_left, vote_tie, vote_right]
+    buttons = [vote_left, vote_tie, vote_right, vote_bad]
+    votes = ("left", "tie", "right", BOTH_BAD)
+    fresh_buttons = [gr.update(interactive=True, variant="secondary")] * len(buttons)
+    idle_buttons = [gr.update(interactive=False, variant="secondary")] * len(buttons)
 
     def load_pair(request: gr.Request, name, dataset, models):
         reviewer = app.reviewer(name, request)
@@ -46,12 +55,12 @@ def build(app: App) -> None:
             )
         if chosen is None:
             inform("No pair left for you to vote on with this data set and these models.")
-            return None, "", "", "", "", "", *[gr.update(interactive=False)] * 3
+            return None, "", "", "", "", "", "", *idle_buttons
         texts = (chosen["instruction"], chosen["input"], chosen["left_text"], chosen["right_text"])
-        return chosen, *texts, "", *[gr.update(interactive=True)] * 3
+        return chosen, *texts, "", "", *fresh_buttons
 
-    def vote(preference: str):
-        def record(request: gr.Request, name, current):
+    def vote(choice: str):
+        def record(request: gr.Request, name, current, note):
             reviewer = app.reviewer(name, request)
             if not current:
                 raise gr.Error("Load a pair first (Next pair).")
@@ -62,23 +71,28 @@ def build(app: App) -> None:
                     current["left_model"],
                     current["right_model"],
                     reviewer,
-                    preference,
+                    "tie" if choice == BOTH_BAD else choice,
                     blind=True,
                     repeat_of=current["repeat_of"],
+                    comment=(note or "").strip(),
+                    both_bad=choice == BOTH_BAD,
                 )
             names = f"A = {current['left_model']} · B = {current['right_model']}"
-            return None, names, *[gr.update(interactive=False)] * 3
+            marked = [  # the vote given stays marked; no second vote on this pair
+                gr.update(interactive=False, variant="primary" if value == choice else "secondary") for value in votes
+            ]
+            return None, names, *marked
 
         return record
 
     def load_if_idle(request: gr.Request, name, dataset, models, current):
         """Opening the tab shows a pair right away, unless one is waiting for a vote (or no name yet)."""
         if current or not app.optional_reviewer(name, request):
-            return [gr.update()] * (6 + len(buttons))
+            return [gr.update()] * (7 + len(buttons))
         return load_pair(request, name, dataset, models)
 
-    pair_outputs = [pair, instruction, input_box, left, right, reveal, *buttons]
+    pair_outputs = [pair, instruction, input_box, left, right, reveal, comment, *buttons]
     next_pair.click(load_pair, inputs=[app.name_box, app.dataset, app.models], outputs=pair_outputs)
     app.refreshers["blind"] = (load_if_idle, [app.name_box, app.dataset, app.models, pair], pair_outputs)
-    for button, preference in zip(buttons, ("left", "tie", "right"), strict=True):
-        button.click(vote(preference), inputs=[app.name_box, pair], outputs=[pair, reveal, *buttons])
+    for button, choice in zip(buttons, votes, strict=True):
+        button.click(vote(choice), inputs=[app.name_box, pair, comment], outputs=[pair, reveal, *buttons])

@@ -34,7 +34,7 @@
       event.preventDefault();
       highlight();
     } else if (shown('blind-panel')) {
-      const buttons = {a: '#blind-left', b: '#blind-right', t: '#blind-tie', n: '#blind-next'};
+      const buttons = {a: '#blind-left', b: '#blind-right', t: '#blind-tie', x: '#blind-both-bad', n: '#blind-next'};
       if (!(key in buttons)) return;
       event.preventDefault();
       press(buttons[key]);

@@ -367,10 +367,15 @@ def add_pairwise_grade(
     blind: bool,
     repeat_of: int | None = None,
     comment: str = "",
+    both_bad: bool = False,
 ) -> int:
-    """Record which of two models' responses to one item a reviewer preferred (``left``/``right``/``tie``)."""
+    """Record which of two models' responses to one item a reviewer preferred (``left``/``right``/``tie``).
+
+    ``both_bad`` marks a tie in which neither answer is acceptable (it counts as a tie in win rates)."""
     if preference not in PREFERENCES:
         raise UserError(f"preference {preference!r} must be one of {', '.join(PREFERENCES)}")
+    if both_bad and preference != "tie":
+        raise UserError(f"a 'both bad' vote is a tie, not {preference!r}")
     with transaction(db):
         left_id, right_id = _model_ref(db, left_model), _model_ref(db, right_model)
         if left_id == right_id:
@@ -381,8 +386,19 @@ def add_pairwise_grade(
         return _one(
             db,
             "INSERT INTO pairwise_grades (item_id, left_model_id, right_model_id, reviewer_id, preference, "
-            "blind, repeat_of, comment, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-            [item_id, left_id, right_id, reviewer_id, preference, int(blind), repeat_of, comment, utc_now()],
+            "blind, repeat_of, comment, both_bad, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            [
+                item_id,
+                left_id,
+                right_id,
+                reviewer_id,
+                preference,
+                int(blind),
+                repeat_of,
+                comment,
+                int(both_bad),
+                utc_now(),
+            ],
         )
 
 
@@ -442,7 +458,7 @@ def pairwise_grade_rows(db: sqlite_utils.Database, dataset: str | None = None) -
             "SELECT pairwise_grades.id, pairwise_grades.item_id, datasets.name AS dataset, items.position, "
             "items.instruction, items.input, items.reference_output, left_model.name AS left_model, "
             "right_model.name AS right_model, reviewers.name AS reviewer, pairwise_grades.preference, "
-            "pairwise_grades.blind, pairwise_grades.repeat_of, pairwise_grades.comment, "
+            "pairwise_grades.blind, pairwise_grades.repeat_of, pairwise_grades.comment, pairwise_grades.both_bad, "
             "pairwise_grades.created_at, left_response.text AS left_text, right_response.text AS right_text "
             "FROM pairwise_grades JOIN items ON items.id = pairwise_grades.item_id "
             "JOIN datasets ON datasets.id = items.dataset_id "
@@ -520,7 +536,8 @@ def grades_and_scores_rows(db: sqlite_utils.Database) -> list[dict]:
             "FROM grades JOIN reviewers ON reviewers.id = grades.reviewer_id "
             + _VERSION_JOINS.format(table="grades")
             + "UNION ALL SELECT 'pairwise', datasets.name, items.id, items.instruction, l.name, r.name, "
-            "reviewers.name, 0, NULL, pairwise_grades.preference, pairwise_grades.comment, "
+            "reviewers.name, 0, NULL, CASE WHEN pairwise_grades.both_bad THEN 'both bad' "
+            "ELSE pairwise_grades.preference END, pairwise_grades.comment, "
             "pairwise_grades.created_at, NULL, NULL, NULL, datasets.id, items.position, 2 FROM pairwise_grades "
             "JOIN items ON items.id = pairwise_grades.item_id "
             "JOIN datasets ON datasets.id = items.dataset_id "

@@ -195,6 +195,8 @@ CREATE INDEX benchmark_samples_run ON benchmark_samples(benchmark_run_id, task, 
 # - ``grade_drafts``: a comment typed before any grade (nothing a reviewer types is lost).
 # - ``item_views``: items a reviewer has seen with model names shown (blind pairs leave them out).
 # - ``review_settings``: per data set review campaign settings (blind review).
+# - ``pairwise_grades.both_bad``: a blind vote that neither answer is acceptable (Chatbot Arena's "both bad");
+#   its preference is ``tie``, so win rates and ratings count it as one.
 # The table rebuild follows SQLite's recipe: renaming ``responses`` first points the foreign keys of grades and
 # judge scores at ``response_versions``, then the new table takes that name.
 SCHEMA_V2 = """
@@ -240,6 +242,7 @@ CREATE TABLE review_settings (
     blind INTEGER NOT NULL DEFAULT 0 CHECK (blind IN (0, 1)),
     updated_at TEXT NOT NULL
 );
+ALTER TABLE pairwise_grades ADD COLUMN both_bad INTEGER NOT NULL DEFAULT 0 CHECK (both_bad IN (0, 1));
 CREATE INDEX items_dataset_split ON items(dataset_id, split, position);
 CREATE INDEX pairwise_grades_reviewer_item ON pairwise_grades(reviewer_id, item_id);
 """
