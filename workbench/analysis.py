@@ -21,6 +21,8 @@ from trainer.errors import UserError
 from workbench import stats, store
 
 HUMAN = "human"  # the mean grade of all reviewers, usable wherever a judge name is
+HUMAN_BLIND = "human blind votes"  # pairwise sources, kept apart: a vote with the names in view is another thing
+HUMAN_OPEN = "human marks with names shown"
 
 
 # --- gathering ratings -----------------------------------------------------------------------------------
@@ -115,9 +117,10 @@ def _outcome_sources(db: sqlite_utils.Database) -> dict[str, list[stats.Outcome]
     """Pairwise outcomes in the order they were given: human grades (without the swapped-side repeats, as in
     the app's leaderboard: they measure the reviewer, not the models), then each pairwise judge."""
     sources: dict[str, list[stats.Outcome]] = {}
-    human = store.pairwise_outcomes(db, source="human")
-    if human:
-        sources[HUMAN] = human
+    for source, blind in ((HUMAN_BLIND, True), (HUMAN_OPEN, False)):  # votes given blind or with names in view
+        outcomes = store.pairwise_outcomes(db, source="human", blind=blind)
+        if outcomes:
+            sources[source] = outcomes
     for row in store.judge_pairwise_rows(db):
         outcome = (row["model_a"], row["model_b"], stats.WINNER_RESULT[row["winner"]])
         sources.setdefault(row["judge"], []).append(outcome)
@@ -253,7 +256,7 @@ def format_agreement(report: dict) -> str:
 
 
 def _rating(estimate: dict) -> str:
-    return f"{estimate['value']:.0f} [{estimate['low']:.0f}, {estimate['high']:.0f}]"
+    return f"{estimate['value']:.0f} {stats.interval_text(stats.Estimate(**estimate))}"
 
 
 def format_stats(report: dict) -> str:

@@ -30,11 +30,28 @@ class _Result:
 
 @dataclass(frozen=True)
 class Estimate(_Result):
-    """A point estimate with its bootstrap confidence interval."""
+    """A point estimate with its bootstrap confidence interval.
+
+    ``too_few`` says the interval is not worth showing: too few comparisons, or perfect separation (a model
+    that won or lost every decided comparison), where the bootstrap gives a narrow interval that looks surer
+    than it is. ``interval_text`` is how the app and the command line both show it.
+    """
 
     value: float
     low: float
     high: float
+    too_few: bool = False
+
+
+# Fewer comparisons than this give a rating without an interval ("too few"), in the app and the CLI alike.
+MIN_COMPARISONS = 10
+
+
+def interval_text(estimate: Estimate, digits: int = 0) -> str:
+    """``[low, high]``, or ``too few`` where the interval would mislead."""
+    if estimate.too_few:
+        return "too few"
+    return f"[{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
 
 
 @dataclass(frozen=True)
@@ -222,7 +239,14 @@ def bradley_terry(
     def elo(log_strength: float) -> float:
         return float(ELO_BASE + ELO_SCALE * log_strength)
 
-    return {m: Estimate(elo(theta[i]), elo(lows[i]), elo(highs[i])) for i, m in enumerate(models)}
+    record = win_rates(outcomes)
+
+    def too_few(model: str) -> bool:
+        row = record[model]
+        decided = row["wins"] + row["losses"]
+        return row["n"] < MIN_COMPARISONS or (decided > 0 and (row["wins"] == decided or row["losses"] == decided))
+
+    return {m: Estimate(elo(theta[i]), elo(lows[i]), elo(highs[i]), too_few(m)) for i, m in enumerate(models)}
 
 
 def elo_ratings(outcomes: Sequence[Outcome], *, k: float = 32, initial: float = ELO_BASE) -> dict[str, float]:

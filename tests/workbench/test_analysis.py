@@ -98,7 +98,7 @@ def test_stats_per_model_and_pairwise_ratings(book_db, capsys):
     assert report["models"][M2]["judges"]["gpt4"]["mean"] == pytest.approx(56.57)
     assert report["models"][M1]["human"] == {"mean": pytest.approx(3.15), "n": 10}
     assert report["models"][M2]["human"] is None
-    human = report["pairwise"]["human"]["models"]
+    human = report["pairwise"][analysis.HUMAN_BLIND]["models"]
     assert (human[M1]["wins"], human[M1]["win_rate"], human[M2]["losses"]) == (15, 0.75, 15)
     gap = human[M1]["bradley_terry"]["value"] - human[M2]["bradley_terry"]["value"]
     assert gap == pytest.approx(400 * np.log10(3), abs=1)
@@ -106,7 +106,7 @@ def test_stats_per_model_and_pairwise_ratings(book_db, capsys):
     assert cli.main(["stats", "--db", str(book_db), "--resamples", "100"]) == 0
     text = capsys.readouterr().out
     assert "model 1 response  100        74.1       77.0         3.15" in text
-    assert "pairwise (human, 20 comparisons):" in text
+    assert "pairwise (human blind votes, 20 comparisons):" in text
 
 
 def test_compare_two_models(book_db, shared_dir, capsys):

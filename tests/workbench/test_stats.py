@@ -132,3 +132,45 @@ def test_mcnemar_exact_known_answer():
     assert result.p_value == pytest.approx(158 / 4096)
     assert (result.accuracy_a, result.accuracy_b) == (0.8, 0.64)
     assert stats.mcnemar([True, False], [True, False]).p_value == 1.0
+
+
+def test_bradley_terry_intervals_from_too_few_comparisons_or_perfect_separation_say_so():
+    two = stats.bradley_terry([("A", "B", 1.0), ("A", "B", 0.5)], resamples=50)
+    assert two["A"].too_few and two["B"].too_few
+    assert stats.interval_text(two["A"]) == "too few"
+    mixed = stats.bradley_terry([("A", "B", 1.0)] * 25 + [("A", "B", 0.0)] * 15, resamples=50)
+    assert not mixed["A"].too_few and stats.interval_text(mixed["A"]).startswith("[")
+    unbeaten = stats.bradley_terry([("A", "B", 1.0)] * 40, resamples=50)  # a zero-width CI would look sure
+    assert unbeaten["A"].too_few and unbeaten["B"].too_few
+
+
+def test_the_app_and_the_cli_show_the_same_rating_interval(book_db, capsys):
+    from workbench import cli, store
+    from workbench.app.leaderboard import leaderboard_rows
+
+    db = store.open_db(book_db)
+    items = store.dataset_items(db, "eval-example-data")
+    for item in items[:2]:
+        store.add_pairwise_grade(db, item["id"], "model 1 response", "model 2 response", "ann", "left", blind=True)
+    outcomes = store.pairwise_outcomes(db, source="human", blind=True)
+    rows = leaderboard_rows(store.model_summary(db), outcomes, [])
+    db.close()
+    assert {row["BT 95% CI"] for row in rows} == {"too few"}
+    assert cli.main(["stats", "--db", str(book_db)]) == 0
+    human_table = capsys.readouterr().out.split("pairwise (human blind votes,")[1]
+    assert human_table.count("too few") == 2
+
+
+def test_blind_votes_and_marks_with_names_shown_are_separate_sources(book_db):
+    from workbench import analysis, store
+
+    db = store.open_db(book_db)
+    first, second = store.dataset_items(db, "eval-example-data")[:2]
+    store.add_pairwise_grade(db, first["id"], "model 1 response", "model 2 response", "ann", "left", blind=True)
+    store.add_pairwise_grade(db, second["id"], "model 1 response", "model 2 response", "ann", "right", blind=False)
+    assert store.pairwise_outcomes(db, source="human", blind=True) == [("model 1 response", "model 2 response", 1.0)]
+    assert store.pairwise_outcomes(db, source="human", blind=False) == [("model 1 response", "model 2 response", 0.0)]
+    assert len(store.pairwise_outcomes(db, source="human")) == 2
+    sources = analysis.model_stats(db, resamples=20)["pairwise"]
+    assert sources[analysis.HUMAN_BLIND]["comparisons"] == sources[analysis.HUMAN_OPEN]["comparisons"] == 1
+    db.close()

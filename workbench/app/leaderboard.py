@@ -6,6 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from workbench import stats, store
+from workbench.analysis import HUMAN_BLIND, HUMAN_OPEN
 from workbench.app.core import SHOWN_RESAMPLES, App, rounded, table
 
 # everyone's grades, aggregated: admins only (a reviewer's grading must not lean on the others')
@@ -30,8 +31,9 @@ def build(app: App) -> None:
         admin = app.is_admin(request)
         me = f"reviewer:{app.optional_reviewer(name, request)}"
         with app.connect() as db:
-            outcomes_of = {
-                "human pairwise votes": lambda: store.pairwise_outcomes(db, source="human", dataset=dataset),
+            outcomes_of = {  # blind votes and marks given with the names in view are separate sources
+                HUMAN_BLIND: lambda: store.pairwise_outcomes(db, source="human", dataset=dataset, blind=True),
+                HUMAN_OPEN: lambda: store.pairwise_outcomes(db, source="human", dataset=dataset, blind=False),
                 "judge pairwise verdicts": lambda: store.pairwise_outcomes(db, source="judge", dataset=dataset),
             }
             for rater in store.rater_names(db):
@@ -41,7 +43,7 @@ def build(app: App) -> None:
             if not outcomes and not (keep_choice and chosen_source in outcomes_of):
                 chosen_source, outcomes = next(
                     ((name, found) for name, get in outcomes_of.items() if (found := get())),
-                    ("human pairwise votes", []),
+                    (HUMAN_BLIND, []),
                 )
             summary = store.model_summary(db, dataset=dataset)
             accuracy = store.benchmark_accuracy(db)
@@ -80,7 +82,7 @@ def leaderboard_rows(summary: list[dict], outcomes: list, accuracy: list[dict]) 
             "comparisons": wins.get(model, {}).get("n"),
             "win rate": wins.get(model, {}).get("win_rate"),
             "Bradley-Terry": ratings[model].value if model in ratings else None,
-            "BT 95% CI": (f"{ratings[model].low:.0f} to {ratings[model].high:.0f}" if model in ratings else None),
+            "BT 95% CI": stats.interval_text(ratings[model]) if model in ratings else None,
             "Elo": elo.get(model),
         }
         for bench in accuracy:

@@ -597,16 +597,21 @@ def model_summary(db: sqlite_utils.Database, *, dataset: str | None = None) -> l
 
 
 def pairwise_outcomes(
-    db: sqlite_utils.Database, *, source: str = "human", dataset: str | None = None
+    db: sqlite_utils.Database, *, source: str = "human", dataset: str | None = None, blind: bool | None = None
 ) -> list[tuple[str, str, float]]:
     """(model_a, model_b, result) per comparison: 1.0 when a won, 0.0 when b won, 0.5 for a tie
     (the outcome format of ``workbench.stats``).
 
     ``source="human"``: every pairwise grade except the swapped-side repeats (they measure the reviewer, not
-    the models); ``source="judge"``: pairwise judge verdicts (order-swapped and reconciled already).
+    the models), only blind votes (``blind=True``) or only the Review tab's better/tie marks (``blind=False``),
+    which are given with the names in view; ``source="judge"``: pairwise judge verdicts (order-swapped and
+    reconciled already).
     """
     params: dict = {}
     scope = _response_scope(dataset, None, None, params)
+    if blind is not None:
+        params["blind"] = int(blind)
+        scope += " AND pg.blind = :blind"
     if source == "human":
         sql = f"""SELECT a.name, b.name, CASE pg.preference WHEN 'left' THEN 1.0 WHEN 'right' THEN 0.0
                          ELSE 0.5 END
