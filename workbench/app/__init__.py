@@ -144,7 +144,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
             return gr.update(), gr.update(), *[gr.update()] * len(item_outputs)
         reviewer = app.optional_reviewer(name, request)
         with app.connect() as db:
-            review.store_open_item(db, reviewer, item_key, marks, current)
+            review.keep_marks(db, reviewer, item_key, marks, current)
             all_models = store.models_with_responses(db, dataset)
             models = all_models[:MAX_COLUMNS]
             queue = app.queue_filter(dataset, models, filters, reviewer, request)
@@ -163,8 +163,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
         marks, (dataset, models) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
         reviewer = app.optional_reviewer(name, request)
         with app.connect() as db:
-            review.store_open_item(db, reviewer, item_key, marks, dataset)
-            item_id, _ = review.opened(db, item_key)
+            item_id, _, _ = review.keep_marks(db, reviewer, item_key, marks, dataset)
             return review.render(db, item_id, dataset, models, reviewer, fresh=True)
 
     app.models.input(on_models, inputs=[*review.mark_inputs, app.dataset, app.models], outputs=item_outputs)
@@ -182,8 +181,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
         if reviewer == ((remembered or "").strip() or None):
             return gr.update(), *unchanged
         with app.connect() as db:
-            review.store_open_item(db, reviewer, item_key, marks, dataset)
-            item_id, shown = review.opened(db, item_key)
+            item_id, shown, _ = review.keep_marks(db, reviewer, item_key, marks, dataset)
             models = [model for _, model in shown]
             view = store.item_view(db, item_id, models, reviewer) if item_id and reviewer else None
             rows = {row["response_id"]: row for row in view["responses"]} if view else {}
@@ -197,7 +195,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
                 statuses.append(saved_text(view, row))
             better = review.better_update(view, shown) if view and view["my_preference"] else gr.update()
             reveal = review.reveal_text(db, view, shown, reviewer)
-            progress = review.progress_text(db, reviewer, dataset, scope_models)
+            progress = review.progress_text(db, reviewer, dataset, review.resolve_models(db, dataset, scope_models))
         status = "" if reviewer else "Enter your name to grade."
         return reviewer or "", *grades, *comments, better, *statuses, status, progress, reveal
 

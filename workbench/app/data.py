@@ -69,13 +69,12 @@ def build(app: App) -> None:
                     judge=judge_name.strip() or None,
                     response_key=key.strip() or None,
                 )
+                datasets = store.dataset_names(db)  # a new data set can be picked at once, without a reload
         except UserError as exc:
             message = str(exc).replace(str(folder) + "/", "")
             return f"Nothing was imported: {message}", gr.update()
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        with app.connect() as db:  # a new data set can be picked at once, without reloading the page
-            datasets = store.dataset_names(db)
         return "\n".join(summary.describe() for summary in summaries), gr.update(choices=datasets)
 
     def do_export(request: gr.Request, chosen_format, current_dataset):

@@ -199,15 +199,19 @@ class ReviewTab:
             return None, []
         return item_id, store.response_models(db, item_id, response_ids)
 
-    def _store(self, db, reviewer: str | None, item_key, values, dataset) -> int:
-        """Store the marks on screen for the item they were given on and move the progress counts; returns the
-        rows changed. With no name, refuse to leave while any marks are there."""
+    def keep_marks(self, db, reviewer: str | None, item_key, values, dataset) -> tuple[str | None, list, int]:
+        """Store the marks on screen for the item they were given on and move the progress counts.
+
+        Returns that item, its [[response id, model], ...] and the rows changed. With no name, refuses (so
+        the reviewer cannot leave) while any marks are on screen. Every handler that saves or leaves an item
+        calls this first.
+        """
         item_id, shown = self.opened(db, item_key)
         marks, better = self._marks(shown, values)
         if not item_id or not marks:
-            return 0
+            return item_id, shown, 0
         if not any(mark.grade is not None or mark.comment.strip() for mark in marks) and not better:
-            return 0
+            return item_id, shown, 0
         if reviewer is None:
             raise fail(NO_NAME)
         try:
@@ -215,7 +219,7 @@ class ReviewTab:
         except UserError as exc:
             raise fail(str(exc)) from exc
         self.app.progress.record(reviewer, dataset, saved)
-        return saved.changed
+        return item_id, shown, saved.changed
 
     def _autosave(self, request: gr.Request, name, item_key, *rest):
         values, (dataset, models) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
@@ -225,13 +229,12 @@ class ReviewTab:
             waiting = any(grade is not None for grade in grades) or any((c or "").strip() for c in comments) or better
             return *[gr.update()] * MAX_COLUMNS, NO_NAME if waiting else "", gr.update(), gr.update()
         with self.app.connect() as db:
-            changed = self._store(db, reviewer, item_key, values, dataset)
-            item_id, shown = self.opened(db, item_key)
+            item_id, shown, changed = self.keep_marks(db, reviewer, item_key, values, dataset)
             view = store.item_view(db, item_id, [model for _, model in shown], reviewer) if item_id else None
             rows = {row["response_id"]: row for row in view["responses"]} if view else {}
             statuses = [saved_text(view, rows.get(response_id)) for response_id, _ in shown]
             reveal = self.reveal_text(db, view, shown, reviewer)
-            progress = self.progress_text(db, reviewer, dataset, models)
+            progress = self.progress_text(db, reviewer, dataset, self.resolve_models(db, dataset, models))
         statuses += [""] * (MAX_COLUMNS - len(statuses))
         status = f"Saved ({changed} change{'s' * (changed != 1)})." if changed else "Everything is saved."
         return *statuses, status, progress, reveal
@@ -246,8 +249,7 @@ class ReviewTab:
             if ungraded and reviewer is None:
                 raise fail(NO_NAME)
             with self.app.connect() as db:
-                self._store(db, reviewer, item_key, marks, dataset)
-                item_id, _ = self.opened(db, item_key)
+                item_id, _, _ = self.keep_marks(db, reviewer, item_key, marks, dataset)
                 queue = self.app.queue_filter(dataset, models, filters, reviewer, request)
                 if ungraded:
                     queue = replace(queue, ungraded_for=reviewer)
@@ -261,17 +263,13 @@ class ReviewTab:
 
     def open_item(self, db, reviewer: str | None, item_key, marks, target: str, dataset, models) -> list:
         """Store the marks of the open item, then render ``target`` (Queues opens its rows here)."""
-        self._store(db, reviewer, item_key, marks, dataset)
+        self.keep_marks(db, reviewer, item_key, marks, dataset)
         return self.render(db, target, dataset, models, reviewer)
 
     def first_item(self, db, queue: store.QueueFilter, dataset, models, reviewer: str | None) -> list:
         """The reviewer's first ungraded item in the queue, else the queue's first item."""
         first = store.next_item(db, replace(queue, ungraded_for=reviewer)) if reviewer else None
         return self.render(db, first or store.next_item(db, queue), dataset, models, reviewer, fresh=True)
-
-    def store_open_item(self, db, reviewer: str | None, item_key, marks, dataset) -> int:
-        """Store what is on screen before the scope bar moves the reviewer elsewhere."""
-        return self._store(db, reviewer, item_key, marks, dataset)
 
     # --- one item on screen -----------------------------------------------------------------------------
 
@@ -404,8 +402,13 @@ class ReviewTab:
         names = " · ".join(f"{LETTERS[index]} = {md(model)}" for index, (_, model) in enumerate(shown))
         return f"Models: {names}"
 
-    def progress_text(self, db, reviewer: str | None, dataset, models, *, fresh: bool = False) -> str:
-        models = self.models_in_view(db, dataset, models, store.blind_review(db, dataset))
+    @classmethod
+    def resolve_models(cls, db, dataset, chosen) -> list[str]:
+        """``models_in_view`` for a handler that has not looked up whether the data set is blind."""
+        return cls.models_in_view(db, dataset, chosen, store.blind_review(db, dataset))
+
+    def progress_text(self, db, reviewer: str | None, dataset, models: list[str], *, fresh: bool = False) -> str:
+        """The progress line over ``models`` as shown (already resolved by ``models_in_view``)."""
         counts = self.app.progress.get(db, reviewer, dataset, models, fresh=fresh)
         total = counts["total"]
         mine = f"You: **{counts['mine']} / {total}** graded" if reviewer else "Enter your name to grade"

@@ -209,7 +209,7 @@ def upsert_responses(db: sqlite_utils.Database, model_id: int, responses: Iterab
         for response in responses:
             row = {**response, "model_id": model_id, "created_at": now}
             current = db.execute(
-                "SELECT id, text, version FROM response_versions "
+                "SELECT id, text FROM response_versions "
                 "WHERE item_id = :item_id AND model_id = :model_id AND is_current = 1",
                 row,
             ).fetchone()

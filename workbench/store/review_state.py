@@ -126,7 +126,16 @@ def _store_better(db: sqlite_utils.Database, item_id: str, models: list[str], be
 
 
 def record_view(db: sqlite_utils.Database, reviewer: str, item_id: str) -> None:
-    """Remember that ``reviewer`` saw this item with model names shown (blind pairs then leave it out)."""
+    """Remember that ``reviewer`` saw this item with model names shown (blind pairs then leave it out).
+
+    Called on every step outside blind review, so a view already recorded costs a read, not the write lock."""
+    seen = _one(
+        db,
+        "SELECT 1 FROM item_views v JOIN reviewers r ON r.id = v.reviewer_id WHERE r.name = ? AND v.item_id = ?",
+        [reviewer, item_id],
+    )
+    if seen:
+        return
     with transaction(db):
         reviewer_id = get_or_create_reviewer(db, reviewer)
         db.execute(
