@@ -26,7 +26,7 @@ from workbench import store
 ENTRY_KEYS = ("instruction", "input", "output")
 PREFERENCE_KEYS = ("chosen", "rejected")
 CHUNK = 1000  # entries per progress step; the transaction still spans the whole file
-EXPORT_FORMATS = ("json", "csv", "preferences")
+EXPORT_FORMATS = ("json", "csv", "preferences", "campaign")
 
 
 @dataclass
@@ -536,6 +536,23 @@ def export_preferences(db: sqlite_utils.Database, dataset: str | None = None) ->
     return preferences
 
 
+def export_campaign(db: sqlite_utils.Database, campaign: str) -> list[dict]:
+    """A campaign's results in the book's layout: per item, each model's response, its raw grades (reviewer,
+    grade, comment), the adjudicated grade (null where nobody adjudicated) and the final grade (adjudicated,
+    else the mean raw grade)."""
+    entries: dict[str, dict] = {}
+    for row in store.campaign_results(db, campaign):
+        entry = entries.setdefault(row["item_id"], {"instruction": row["instruction"], "input": row["input"]})
+        if row["reference_output"] is not None:
+            entry.setdefault("output", row["reference_output"])
+        model = row["model"]
+        entry[model] = row["text"]
+        entry[f"{model} grades"] = row["grades"]
+        entry[f"{model} adjudicated grade"] = row["adjudicated"]
+        entry[f"{model} final grade"] = _plain_number(row["final"])
+    return list(entries.values())
+
+
 def _plain_number(value: Any) -> Any:
     """Scores are stored as REAL; a whole number is written as 3, not 3.0."""
     return int(value) if isinstance(value, float) and value.is_integer() else value
@@ -559,11 +576,20 @@ def _only_dataset(db: sqlite_utils.Database) -> str:
     return names[0]
 
 
-def export(db: sqlite_utils.Database, fmt: str, out: str | Path, *, dataset: str | None = None) -> int:
-    """Write an export file; returns the number of entries (json, preferences) or rows (csv) written."""
+def export(
+    db: sqlite_utils.Database,
+    fmt: str,
+    out: str | Path,
+    *,
+    dataset: str | None = None,
+    campaign: str | None = None,
+) -> int:
+    """Write an export file; returns the number of entries (json, preferences, campaign) or rows (csv) written."""
     out = Path(out)
     if not out.parent.is_dir():
         raise UserError(f"{out}: folder {out.parent} does not exist")
+    if (fmt == "campaign") != (campaign is not None):
+        raise UserError("--campaign NAME goes with --format campaign, and --format campaign needs it")
     if fmt == "csv":
         rows = store.grades_and_scores_rows(db)
         with out.open("w", newline="", encoding="utf-8") as handle:
@@ -575,6 +601,8 @@ def export(db: sqlite_utils.Database, fmt: str, out: str | Path, *, dataset: str
         entries = export_json(db, dataset)
     elif fmt == "preferences":
         entries = export_preferences(db, dataset)
+    elif fmt == "campaign":
+        entries = export_campaign(db, campaign)
     else:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     out.write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
@@ -604,7 +632,7 @@ def _run_import_scores(args: argparse.Namespace) -> None:
 
 def _run_export(args: argparse.Namespace) -> None:
     db = store.open_db(args.db)
-    count = export(db, args.format, args.out, dataset=args.dataset)
+    count = export(db, args.format, args.out, dataset=args.dataset, campaign=args.campaign)
     print(f"wrote {count} {'rows' if args.format == 'csv' else 'entries'} to {args.out}")
 
 
@@ -639,9 +667,14 @@ def add_cli(subparsers: Any) -> None:
     )
     parser.set_defaults(func=_run_import_scores)
 
-    parser = subparsers.add_parser("export", help="export entries (book layout), grades as CSV, or DPO pairs")
+    parser = subparsers.add_parser(
+        "export", help="export entries (book layout), grades as CSV, DPO pairs, or a campaign's grades"
+    )
     parser.add_argument("--db", required=True, type=Path)
     parser.add_argument("--format", required=True, choices=EXPORT_FORMATS)
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--dataset", help="data set to export (json, preferences; default: the only one)")
+    parser.add_argument(
+        "--campaign", help="review campaign to export (format campaign): raw, adjudicated and final grades per model"
+    )
     parser.set_defaults(func=_run_export)

@@ -37,6 +37,11 @@ ARCHITECTURE_TABLES = {
     "grade_drafts",
     "item_views",
     "review_settings",
+    "campaigns",
+    "campaign_models",
+    "campaign_items",
+    "assignments",
+    "adjudications",
 }
 
 
@@ -45,7 +50,7 @@ def test_open_db_creates_the_documented_schema_in_wal_mode(db_path):
     assert set(db.table_names()) == ARCHITECTURE_TABLES
     assert db.journal_mode == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.schema_version(db) == store.SCHEMA_VERSION == 2
+    assert store.schema_version(db) == store.SCHEMA_VERSION == 3
     assert db.view_names() == ["responses"]  # the current versions, what statistics, queues and judges read
     assert set(db["responses"].columns_dict) == {
         "id",
@@ -287,10 +292,10 @@ def _write_v1_database(path) -> None:
     connection.close()
 
 
-def test_a_version_1_file_migrates_to_version_2_keeping_every_row_id_and_reference(db_path):
+def test_a_version_1_file_migrates_to_the_current_version_keeping_every_row_id_and_reference(db_path):
     _write_v1_database(db_path)
     db = store.open_db(db_path)
-    assert store.schema_version(db) == 2
+    assert store.schema_version(db) == store.SCHEMA_VERSION
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     for table, rows in V1_ROWS.items():
@@ -332,5 +337,10 @@ def test_a_version_1_file_migrates_to_version_2_keeping_every_row_id_and_referen
     ]
     assert history[1]["response_id"] not in {10, 11, 12, 13}
     assert store.older_graded_versions(db, "a" * 16, ["base", "sft"]) == {"base": 1, "sft": 0}
+
+    # and as a version-3 store: bob's earlier grade of the only sft response counts in a new campaign
+    dataset = db.execute("SELECT name FROM datasets").fetchone()[0]
+    store.create_campaign(db, "after-migration", dataset=dataset, models=["sft"], overlap=1)
+    assert store.next_assignment(db, "after-migration", "bob") == "b" * 16
     db.close()
-    assert store.schema_version(store.open_db(db_path)) == 2  # opening again migrates nothing
+    assert store.schema_version(store.open_db(db_path)) == store.SCHEMA_VERSION  # opening again migrates nothing

@@ -9,6 +9,26 @@ from workbench.store.benchmarks import (
     find_benchmark_run,
     save_benchmark_run,
 )
+from workbench.store.campaigns import (
+    DEFAULT_LEASE_MINUTES,
+    DEFAULT_OVERLAP,
+    DISAGREEMENT_SPREAD,
+    Campaign,
+    adjudication_view,
+    campaign_names,
+    campaign_overview,
+    campaign_progress,
+    campaign_results,
+    close_campaign,
+    create_campaign,
+    disagreements,
+    get_campaign,
+    is_done_by,
+    next_assignment,
+    previous_assignment,
+    reviewer_progress,
+    save_adjudication,
+)
 from workbench.store.core import (
     CSV_COLUMNS,
     HUMAN_SCORE_RANGE,

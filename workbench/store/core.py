@@ -47,8 +47,9 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
     db.commit()
 
 
-def _one(db: sqlite_utils.Database, sql: str, params: Sequence[Any] = ()) -> Any:
-    row = db.execute(sql, list(params)).fetchone()
+def _one(db: sqlite_utils.Database, sql: str, params: Sequence[Any] | dict = ()) -> Any:
+    """The first column of the first row (None when there is none); ``params`` positional or named."""
+    row = db.execute(sql, params if isinstance(params, dict) else list(params)).fetchone()
     return row[0] if row else None
 
 
@@ -490,9 +491,9 @@ def judge_pairwise_rows(db: sqlite_utils.Database) -> list[dict]:
     )
 
 
-# The CSV export: one row per judge score, human grade and human pairwise grade. Scores and grades refer to one
-# response version (its text, version number and whether it is still current); pairwise grades refer to an item
-# and two models, so their response columns are empty.
+# The CSV export: one row per judge score, human grade, adjudicated (final) grade and human pairwise grade.
+# Scores and grades refer to one response version (its text, version number and whether it is still current);
+# pairwise grades refer to an item and two models, so their response columns are empty.
 CSV_COLUMNS = (
     "kind",
     "dataset",
@@ -519,7 +520,8 @@ _VERSION_JOINS = (
 
 
 def grades_and_scores_rows(db: sqlite_utils.Database) -> list[dict]:
-    """The CSV export's rows (``CSV_COLUMNS``), older response versions' scores and grades included."""
+    """The CSV export's rows (``CSV_COLUMNS``), older response versions' scores and grades included; an
+    adjudicated grade is a row of its own (kind ``adjudicated``) beside the raw grades it settles."""
     return list(
         db.query(
             f"SELECT {', '.join(CSV_COLUMNS)} FROM ("
@@ -535,10 +537,15 @@ def grades_and_scores_rows(db: sqlite_utils.Database) -> list[dict]:
             "rv.is_current, rv.text, datasets.id, items.position, 1 "
             "FROM grades JOIN reviewers ON reviewers.id = grades.reviewer_id "
             + _VERSION_JOINS.format(table="grades")
+            + "UNION ALL SELECT 'adjudicated', datasets.name, items.id, items.instruction, models.name, NULL, "
+            "reviewers.name, 0, adjudications.score, NULL, adjudications.note, adjudications.updated_at, "
+            "rv.version, rv.is_current, rv.text, datasets.id, items.position, 2 "
+            "FROM adjudications JOIN reviewers ON reviewers.id = adjudications.adjudicator_id "
+            + _VERSION_JOINS.format(table="adjudications")
             + "UNION ALL SELECT 'pairwise', datasets.name, items.id, items.instruction, l.name, r.name, "
             "reviewers.name, 0, NULL, CASE WHEN pairwise_grades.both_bad THEN 'both bad' "
             "ELSE pairwise_grades.preference END, pairwise_grades.comment, "
-            "pairwise_grades.created_at, NULL, NULL, NULL, datasets.id, items.position, 2 FROM pairwise_grades "
+            "pairwise_grades.created_at, NULL, NULL, NULL, datasets.id, items.position, 3 FROM pairwise_grades "
             "JOIN items ON items.id = pairwise_grades.item_id "
             "JOIN datasets ON datasets.id = items.dataset_id "
             "JOIN models AS l ON l.id = pairwise_grades.left_model_id "

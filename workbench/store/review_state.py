@@ -13,6 +13,7 @@ from itertools import combinations
 import sqlite_utils
 
 from trainer.errors import UserError
+from workbench.store.campaigns import record_completion
 from workbench.store.core import (
     _one,
     add_grade,
@@ -34,6 +35,8 @@ class Saved:
 
     changed: int = 0
     new_grades: list[tuple[str, bool]] = field(default_factory=list)
+    # campaigns in which this save finished the item for the reviewer (every response graded)
+    completed: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ def save_marks(
         if better and len(models) > 1 and better != my_preference(db, item_id, reviewer):
             _store_better(db, item_id, models, better, reviewer)
             saved.changed += 1
+        if saved.new_grades:
+            saved.completed = record_completion(db, reviewer_id, item_id)
     return saved
 
 

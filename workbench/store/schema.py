@@ -248,22 +248,80 @@ CREATE INDEX pairwise_grades_reviewer_item ON pairwise_grades(reviewer_id, item_
 """
 
 
+# Version 3: review campaigns and adjudication.
+# - ``campaigns``: a review campaign over one data set (optionally one split) and chosen models, with
+#   guidelines (Markdown) and an overlap: how many reviewers must grade each item.
+# - ``campaign_models`` / ``campaign_items``: what the campaign covers, in the order items are handed out.
+# - ``assignments``: who was handed which item. A row is a reservation while ``done_at`` is NULL (it lapses at
+#   ``expires_at``, so an abandoned item goes back to the pool) and a completed review once the reviewer has
+#   graded every response of the item in the campaign. An item's quota counts done rows plus live reservations.
+# - ``adjudications``: an admin's final grade of one response version where reviewers disagreed; the raw
+#   grades stay as they were.
+SCHEMA_V3 = """
+CREATE TABLE campaigns (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    dataset_id INTEGER NOT NULL REFERENCES datasets(id),
+    split TEXT,
+    overlap INTEGER NOT NULL CHECK (overlap >= 1),
+    guidelines TEXT NOT NULL DEFAULT '',
+    lease_minutes INTEGER NOT NULL DEFAULT 30 CHECK (lease_minutes > 0),
+    created_by TEXT,
+    created_at TEXT NOT NULL,
+    closed_at TEXT
+);
+CREATE TABLE campaign_models (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    model_id INTEGER NOT NULL REFERENCES models(id),
+    position INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, model_id)
+);
+CREATE TABLE campaign_items (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    item_id TEXT NOT NULL REFERENCES items(id),
+    position INTEGER NOT NULL,
+    PRIMARY KEY (campaign_id, item_id)
+);
+CREATE UNIQUE INDEX campaign_items_order ON campaign_items(campaign_id, position);
+CREATE INDEX campaign_items_item ON campaign_items(item_id);
+CREATE TABLE assignments (
+    campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+    item_id TEXT NOT NULL REFERENCES items(id),
+    reviewer_id INTEGER NOT NULL REFERENCES reviewers(id),
+    assigned_at TEXT NOT NULL,
+    expires_at TEXT,
+    done_at TEXT,
+    PRIMARY KEY (campaign_id, item_id, reviewer_id)
+);
+CREATE INDEX assignments_reviewer ON assignments(campaign_id, reviewer_id);
+CREATE TABLE adjudications (
+    response_id INTEGER PRIMARY KEY REFERENCES response_versions(id),
+    campaign_id INTEGER REFERENCES campaigns(id),
+    score INTEGER NOT NULL CHECK (score BETWEEN 1 AND 5),
+    note TEXT NOT NULL DEFAULT '',
+    adjudicator_id INTEGER NOT NULL REFERENCES reviewers(id),
+    created_at TEXT NOT NULL,
+    updated_at TEXT NOT NULL
+);
+"""
+
+
 def _statements(script: str) -> list[str]:
     return [statement.strip() for statement in script.split(";\n") if statement.strip()]
 
 
-def _migrate_to_v1(db: sqlite_utils.Database) -> None:
-    for statement in _statements(SCHEMA_V1):  # one by one: executescript would commit the open transaction
-        db.execute(statement)
+def _script(script: str) -> Callable[[sqlite_utils.Database], None]:
+    """A migration that runs a script statement by statement (executescript would commit the open transaction)."""
 
+    def migrate(db: sqlite_utils.Database) -> None:
+        for statement in _statements(script):
+            db.execute(statement)
 
-def _migrate_to_v2(db: sqlite_utils.Database) -> None:
-    for statement in _statements(SCHEMA_V2):
-        db.execute(statement)
+    return migrate
 
 
 # MIGRATIONS[i] brings a database from version i to version i + 1. Append only; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_migrate_to_v1, _migrate_to_v2]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_script(SCHEMA_V1), _script(SCHEMA_V2), _script(SCHEMA_V3)]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
