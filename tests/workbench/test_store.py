@@ -88,7 +88,7 @@ def test_a_newer_schema_is_refused_and_left_untouched(db_path):
     db.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     db.close()
     before = db_path.read_bytes()
-    with pytest.raises(UserError, match=r"schema version 7 is newer than this workbench supports \(2\)"):
+    with pytest.raises(UserError, match=r"schema version 7 is newer than this workbench supports \(3\)"):
         store.open_db(db_path)
     assert db_path.read_bytes() == before
 
