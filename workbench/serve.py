@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from trainer.cli import positive_int
 from workbench.auth import Logins, load_logins
 
 DEFAULT_MAX_UPLOAD_MB = 50
@@ -59,13 +60,6 @@ def _cli(args: argparse.Namespace) -> None:
     )
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {value}")
-    return value
-
-
 def add_cli(subparsers) -> None:
     """Register ``serve``."""
     parser = subparsers.add_parser(
@@ -103,7 +97,7 @@ def add_cli(subparsers) -> None:
     )
     parser.add_argument(
         "--max-upload-mb",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_UPLOAD_MB,
         help=f"largest file the app accepts for import, in MB (default {DEFAULT_MAX_UPLOAD_MB})",
     )

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from tests.workbench.conftest import BOOK_MODELS
 from trainer.errors import UserError
-from workbench import importing, store
+from workbench import cli, importing, store
 
 BOOK = "eval-example-data"
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
@@ -325,3 +325,63 @@ def test_the_final_grade_is_the_mean_where_nobody_adjudicated(book):
     _grade_item(book, "bob", item, 5)
     first = store.campaign_results(book, "c")[0]
     assert (first["adjudicated"], first["final"]) == (None, 4.5)
+
+
+# --- the command line -------------------------------------------------------------------------------------
+
+
+def test_the_campaign_commands_create_follow_and_close(book_db, tmp_path, capsys):
+    guidelines = tmp_path / "guidelines.md"
+    guidelines.write_text("# Grade facts\nA wrong number is a 1.", encoding="utf-8")
+    db_arg = ["--db", str(book_db)]
+    assert cli.main(["campaign", "list", *db_arg]) == 0
+    assert "no campaigns yet" in capsys.readouterr().out
+    create = ["campaign", "create", *db_arg, "--name", "pilot", "--dataset", BOOK, "--models", *BOOK_MODELS]
+    assert cli.main([*create, "--overlap", "3", "--guidelines", str(guidelines)]) == 0
+    out = capsys.readouterr().out
+    assert "created campaign 'pilot'" in out and "0 / 100 items have their 3 reviewer(s); 0 / 300 reviews" in out
+    db = store.open_db(book_db)
+    assert store.get_campaign(db, "pilot").guidelines.startswith("# Grade facts")
+    item = store.next_assignment(db, "pilot", "alice")
+    _grade_item(db, "alice", item, 5)
+    _grade_item(db, "bob", item, 1)
+    db.close()
+    assert cli.main(["campaign", "progress", "pilot", *db_arg]) == 0
+    out = capsys.readouterr().out
+    assert "2 / 300 reviews done" in out and "alice: 1 done, 0 in progress" in out
+    assert cli.main(["campaign", "disagreements", "pilot", *db_arg]) == 0
+    assert "item 1 [open] grades 4 apart" in capsys.readouterr().out
+    assert cli.main(["campaign", "close", "pilot", *db_arg]) == 0
+    assert "is closed" in capsys.readouterr().out
+    assert cli.main(["campaign", "list", *db_arg]) == 0
+    assert "pilot: closed" in capsys.readouterr().out
+    out_file = tmp_path / "pilot.json"
+    assert cli.main(["export", *db_arg, "--format", "campaign", "--campaign", "pilot", "--out", str(out_file)]) == 0
+    assert len(json.loads(out_file.read_text())) == 100
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        (["create", "--name", "x", "--dataset", "nope", "--models", "m"], "error: unknown data set 'nope'"),
+        (
+            ["create", "--name", "x", "--dataset", BOOK, "--models", "m", "--guidelines", "/no/such.md"],
+            "error: /no/such.md: cannot read the guidelines",
+        ),
+        (["progress", "nosuch"], "error: unknown campaign 'nosuch'; known: none"),
+        (["close", "nosuch"], "error: unknown campaign 'nosuch'"),
+    ],
+)
+def test_bad_campaign_commands_say_one_line_and_exit_2(book_db, db_snapshot, capsys, arguments, message):
+    before = db_snapshot(book_db)
+    assert cli.main(["campaign", arguments[0], "--db", str(book_db), *arguments[1:]]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+    assert db_snapshot(book_db) == before
+
+
+def test_export_campaign_needs_a_campaign_and_the_other_formats_refuse_one(book_db, tmp_path, capsys):
+    out = str(tmp_path / "x.json")
+    assert cli.main(["export", "--db", str(book_db), "--format", "campaign", "--out", out]) == 2
+    assert cli.main(["export", "--db", str(book_db), "--format", "json", "--campaign", "c", "--out", out]) == 2
+    assert capsys.readouterr().err.count("--campaign NAME goes with --format campaign") == 2
