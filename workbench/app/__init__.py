@@ -22,8 +22,19 @@ from typing import Any
 import gradio as gr
 
 from workbench import store
-from workbench.app import agreement, benchmarks, blind, calibration, data, leaderboard, queues, training
-from workbench.app.core import MAX_COLUMNS, App, md
+from workbench.app import (
+    adjudication,
+    agreement,
+    benchmarks,
+    blind,
+    calibration,
+    campaigns,
+    data,
+    leaderboard,
+    queues,
+    training,
+)
+from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, guidelines_html, md
 from workbench.app.review import ReviewTab, saved_text
 
 KEYBOARD_JS = (Path(__file__).with_name("keyboard.js")).read_text(encoding="utf-8")
@@ -41,6 +52,8 @@ CSS = """
 .wb-judges td, .wb-judges th { padding: 2px 6px; vertical-align: top; text-align: left; }
 .wb-saved { color: var(--color-accent); min-height: 1.2em; }
 .wb-muted { color: var(--body-text-color-subdued); font-size: 0.85em; }
+#guidelines-panel { border-left: 1px solid var(--border-color-primary); padding-left: 12px;
+                    max-height: 80vh; overflow-y: auto; }
 #notice { background: #fff3cd; color: #664d03; border: 1px solid #ffecb5; border-radius: 6px;
           padding: 8px 12px; }
 """
@@ -49,6 +62,8 @@ TABS = (
     ("Review", "review"),
     ("Blind A/B", "blind"),
     ("Queues", "queues"),
+    ("Campaigns", "campaigns"),
+    ("Adjudication", "adjudication"),
     ("Calibration", "calibration"),
     ("Leaderboard", "leaderboard"),
     ("Agreement", "agreement"),
@@ -69,6 +84,9 @@ def _layout(app: App) -> gr.Blocks:
                 elem_id="reviewer-name",
                 scale=1,
             )
+            app.campaign = gr.Dropdown(
+                label="Campaign", choices=[FREE_REVIEW], value="", elem_id="scope-campaign", scale=1
+            )
             app.dataset = gr.Dropdown(label="Data set", choices=[], elem_id="scope-dataset", scale=1)
             app.models = gr.Dropdown(
                 label=f"Models side by side (2-{MAX_COLUMNS})",
@@ -81,9 +99,11 @@ def _layout(app: App) -> gr.Blocks:
         queues.make_filters(app)
         review = ReviewTab(app)
         builders = {
-            "review": review.build,
+            "review": lambda: _review_beside_guidelines(app, review),
             "blind": lambda: blind.build(app),
             "queues": lambda: queues.build(app),
+            "campaigns": lambda: campaigns.build(app),
+            "adjudication": lambda: adjudication.build(app),
             "calibration": lambda: calibration.build(app),
             "leaderboard": lambda: leaderboard.build(app),
             "agreement": lambda: agreement.build(app),
@@ -102,40 +122,81 @@ def _layout(app: App) -> gr.Blocks:
     return blocks
 
 
+def _review_beside_guidelines(app: App, review: ReviewTab) -> None:
+    """The Review tab, with the campaign's guidelines in a column beside every item (hidden outside campaigns)."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=4, min_width=640):
+            review.build()
+        with gr.Column(scale=1, min_width=240, visible=False, elem_id="guidelines-panel") as app.guidelines_panel:
+            app.guidelines = gr.HTML(elem_id="guidelines")
+
+
 def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
-    """Page load, the name box and the data set and model pickers; none of them ever drops a mark on screen."""
+    """Page load, the name box and the campaign, data set and model pickers; none of them ever drops a mark on
+    screen. In a campaign the data set and models are the campaign's (the pickers are locked) and the Review
+    tab hands out the campaign's items beside its guidelines."""
     saved_name = gr.BrowserState("", storage_key=NAME_STORAGE_KEY)
     current_dataset = gr.State(None)
     item_outputs = review.item_outputs()
+    scope_outputs = [app.dataset, app.models, current_dataset, app.guidelines_panel, app.guidelines]
+
+    def scope(db, request, reviewer, campaign, dataset, filters) -> list:
+        """The scope bar and the first item for a campaign, or for ``dataset`` (None: the one with most models)."""
+        found = store.get_campaign(db, campaign) if campaign else None
+        datasets = store.dataset_names(db)
+        if found:
+            dataset = found.dataset
+        elif dataset not in datasets:
+            counts = {name: len(store.models_with_responses(db, name)) for name in datasets}
+            dataset = max(datasets, key=counts.get, default=None)
+        all_models = store.models_with_responses(db, dataset)
+        models = list(found.models) if found else all_models[:MAX_COLUMNS]
+        if found:
+            rendered = review.first_in_campaign(db, found.name, reviewer)
+        else:
+            rendered = review.first_item(
+                db, app.queue_filter(dataset, models, filters, reviewer, request), dataset, models, reviewer
+            )
+        return [
+            gr.update(choices=datasets, value=dataset, interactive=found is None),
+            _models_update(all_models, models, store.blind_review(db, dataset), locked=found is not None),
+            dataset,
+            gr.update(visible=found is not None),
+            guidelines_html(found.guidelines) if found else "",
+            *rendered,
+        ]
 
     def on_load(request: gr.Request, remembered, filters):
         username = getattr(request, "username", None)
         name = username or (remembered or "").strip()
-        reviewer = name or None
         with app.connect() as db:
-            models_by_dataset = {n: store.models_with_responses(db, n) for n in store.dataset_names(db)}
-            datasets = list(models_by_dataset)
-            dataset = max(datasets, key=lambda n: len(models_by_dataset[n]), default=None)
-            models = models_by_dataset.get(dataset, [])[:MAX_COLUMNS]
-            blind_now = store.blind_review(db, dataset)
-            queue = app.queue_filter(dataset, models, filters, reviewer, request)
-            rendered = review.first_item(db, queue, dataset, models, reviewer)
+            open_campaigns = store.campaign_names(db, open_only=True)
+            campaign = open_campaigns[0] if open_campaigns else ""  # the newest open campaign is everyone's work
+            rendered = scope(db, request, name or None, campaign, None, filters)
         if username:
             name_update = gr.update(value=username, interactive=False, label="Signed in as")
         else:
             name_update = gr.update(value=name)
-        return (
-            name_update,
-            gr.update(choices=datasets, value=dataset),
-            _models_update(models_by_dataset.get(dataset, []), models, blind_now),
-            dataset,
-            *rendered,
-        )
+        return name_update, campaign_choices(open_campaigns, campaign), *rendered
 
     blocks.load(
         on_load,
         inputs=[saved_name, app.queue_settings],
-        outputs=[app.name_box, app.dataset, app.models, current_dataset, *item_outputs],
+        outputs=[app.name_box, app.campaign, *scope_outputs, *item_outputs],
+    )
+
+    def on_campaign(request: gr.Request, name, item_key, *rest):
+        marks, (campaign, current, filters) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        reviewer = app.optional_reviewer(name, request)
+        with app.connect() as db:
+            review.keep_marks(db, reviewer, item_key, marks, current)
+            return scope(db, request, reviewer, campaign, current, filters)
+
+    app.campaign.input(
+        on_campaign,
+        inputs=[*review.mark_inputs, app.campaign, current_dataset, app.queue_settings],
+        outputs=[*scope_outputs, *item_outputs],
+        show_progress="hidden",
     )
 
     def on_dataset(request: gr.Request, name, item_key, *rest):
@@ -173,7 +234,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
     def on_name(request: gr.Request, name, item_key, *rest):
         """A new name keeps the marks on screen (stored under it) and shows that reviewer's own earlier
         marks only where the screen has none, so a click racing this event is never undone."""
-        marks, (remembered, dataset, scope_models) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        marks, (remembered, dataset, scope_models, campaign) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
         unchanged = [gr.update()] * (len(name_outputs) - 1)
         if getattr(request, "username", None):
             return gr.update(), *unchanged
@@ -195,24 +256,43 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
                 statuses.append(saved_text(view, row))
             better = review.better_update(view, shown) if view and view["my_preference"] else gr.update()
             reveal = review.reveal_text(db, view, shown, reviewer)
-            progress = review.progress_text(db, reviewer, dataset, review.resolve_models(db, dataset, scope_models))
+            models = [] if campaign else review.resolve_models(db, dataset, scope_models)
+            progress = review.progress_text(db, reviewer, dataset, models, campaign=campaign)
         status = "" if reviewer else "Enter your name to grade."
         return reviewer or "", *grades, *comments, better, *statuses, status, progress, reveal
+
+    def first_campaign_item(request: gr.Request, name, item_key, campaign):
+        """In a campaign nothing is on screen until a name is given; then the reviewer's first item."""
+        reviewer = app.optional_reviewer(name, request)
+        if not (campaign and reviewer) or item_key:
+            return [gr.update()] * len(item_outputs)
+        with app.connect() as db:
+            return review.first_in_campaign(db, campaign, reviewer)
 
     for event in (app.name_box.blur, app.name_box.submit):
         event(
             on_name,
-            inputs=[*review.mark_inputs, saved_name, app.dataset, app.models],
+            inputs=[*review.mark_inputs, saved_name, app.dataset, app.models, app.campaign],
             outputs=name_outputs,
             show_progress="hidden",  # a spinner over the grades would swallow the click that follows
+        ).then(
+            first_campaign_item,
+            inputs=[app.name_box, review.item_key, app.campaign],
+            outputs=item_outputs,
+            show_progress="hidden",
         )
 
 
-def _models_update(all_models: list[str], chosen: list[str], blind_now: bool) -> Any:
-    """The model picker; hidden with no names in it for a blind data set."""
+def _models_update(all_models: list[str], chosen: list[str], blind_now: bool, *, locked: bool = False) -> Any:
+    """The model picker; hidden with no names in it for a blind data set, locked to a campaign's models."""
     if blind_now:
         return gr.update(choices=[], value=[], visible=False)
-    return gr.update(choices=all_models, value=chosen, visible=True)
+    return gr.update(choices=all_models, value=chosen, visible=True, interactive=not locked)
+
+
+def campaign_choices(open_campaigns: list[str], chosen: str) -> Any:
+    """The campaign picker: free review, then the open campaigns (newest first)."""
+    return gr.update(choices=[FREE_REVIEW, *open_campaigns], value=chosen)
 
 
 def build_app(

@@ -44,6 +44,8 @@ SHOWN_RESAMPLES = 300
 SCRATCH_MAX_AGE_S = 600
 # a reviewer name nobody can type: a reviewer who has not given a name sees nobody's grades in the queue
 NO_REVIEWER = "\x00"
+# the campaign picker's choice for reviewing without a campaign
+FREE_REVIEW = ("(none: free review)", "")
 
 
 def md(text: Any) -> str:
@@ -60,9 +62,22 @@ def inform(message: str) -> None:
     gr.Info(html.escape(message))
 
 
-def table(records: Sequence[dict], columns: Sequence[str]) -> dict:
-    """A Dataframe value (headers + rows); empty tables keep their headers."""
+def guidelines_html(text: str) -> str:
+    """A campaign's guidelines (Markdown written by an admin, still data) as safe HTML."""
+    return f"<h3>Guidelines</h3><div class='wb-guidelines'>{html.escape(text or 'No guidelines given.')}</div>"
+
+
+def refusal(message: str) -> str:
+    """A refusal for a tab's inline status line: unlike a pop-up it stays on screen, and it stays text."""
+    return f"⚠ {md(message)}"
+
+
+def table(records: Sequence[dict], columns: Sequence[str], *, empty: str | None = None) -> dict:
+    """A Dataframe value (headers + rows). An empty table keeps its headers, or with ``empty`` says what to do
+    instead (its one column is the hint)."""
     rows = [[record.get(column) for column in columns] for record in records]
+    if not rows and empty:
+        return {"headers": [empty], "data": [[None]]}
     return {"headers": list(columns), "data": rows or [[None] * len(columns)]}
 
 

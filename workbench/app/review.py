@@ -47,6 +47,7 @@ SERVER_WRITTEN = (
 )
 STATUS_AT = 5 + 7 * MAX_COLUMNS + 3
 NO_NAME = "Enter your name (top left): your marks stay on screen and are stored as soon as you do."
+NO_NAME_CAMPAIGN = "Enter your name (top left) to be handed your first item of this campaign."
 
 
 class ReviewTab:
@@ -97,7 +98,7 @@ class ReviewTab:
         self.mark_inputs = [app.name_box, self.item_key, *marks]
         # autosave never writes to the marks themselves (nor shows a spinner over them): a click is never undone
         self.autosave_outputs = [*self.saved, self.status, self.progress, self.reveal]
-        autosave_inputs = [*self.mark_inputs, app.dataset, app.models]
+        autosave_inputs = [*self.mark_inputs, app.dataset, app.models, app.campaign]
         # One autosave at a time, in click order: each reports the progress after its own save, so the last one
         # to arrive is never older than the one before it (a step leaves progress alone when it saved nothing).
         autosave = {
@@ -115,7 +116,7 @@ class ReviewTab:
         self.better.input(self._autosave, **autosave)
         save.click(self._autosave, **autosave)
 
-        nav_inputs = [*self.mark_inputs, self.screen, app.dataset, app.models, app.queue_settings]
+        nav_inputs = [*self.mark_inputs, self.screen, app.dataset, app.models, app.queue_settings, app.campaign]
         # A step is short: no spinner over forty components, and no queue (a plain request saves about 20 ms of
         # the event stream; SQLite's write lock orders concurrent saves anyway).
         step = {"inputs": nav_inputs, "outputs": self.item_outputs(), "show_progress": "hidden", "queue": False}
@@ -123,7 +124,7 @@ class ReviewTab:
         assert [step["outputs"][index] for index in SERVER_WRITTEN] == written, "SERVER_WRITTEN is out of date"
         assert step["outputs"][STATUS_AT] is self.status, "STATUS_AT is out of date"
         previous.click(self._navigate(-1), **step)
-        skip.click(self._navigate(+1), **step)
+        skip.click(self._navigate(+1, skip=True), **step)
         save_next.click(self._navigate(+1), **step)
         next_ungraded.click(self._navigate(+1, ungraded=True), **step)
         refresh.click(self._calibration, inputs=[app.name_box, app.dataset], outputs=live)
@@ -222,7 +223,7 @@ class ReviewTab:
         return item_id, shown, saved.changed
 
     def _autosave(self, request: gr.Request, name, item_key, *rest):
-        values, (dataset, models) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        values, (dataset, models, campaign) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
         reviewer = self.app.optional_reviewer(name, request)
         if reviewer is None:
             grades, comments, better = values[:MAX_COLUMNS], values[MAX_COLUMNS:-1], values[-1]
@@ -234,22 +235,28 @@ class ReviewTab:
             rows = {row["response_id"]: row for row in view["responses"]} if view else {}
             statuses = [saved_text(view, rows.get(response_id)) for response_id, _ in shown]
             reveal = self.reveal_text(db, view, shown, reviewer)
-            progress = self.progress_text(db, reviewer, dataset, self.resolve_models(db, dataset, models))
+            models = [] if campaign else self.resolve_models(db, dataset, models)
+            progress = self.progress_text(db, reviewer, dataset, models, campaign=campaign)
+            finished = campaign and store.is_done_by(db, campaign, reviewer, item_id)
         statuses += [""] * (MAX_COLUMNS - len(statuses))
         status = f"Saved ({changed} change{'s' * (changed != 1)})." if changed else "Everything is saved."
+        if finished:
+            status += " This item is done: **n** for your next one."
         return *statuses, status, progress, reveal
 
     # --- moving between items ---------------------------------------------------------------------------
 
-    def _navigate(self, direction: int, *, ungraded: bool = False):
+    def _navigate(self, direction: int, *, ungraded: bool = False, skip: bool = False):
         def navigate(request: gr.Request, name, item_key, *rest):
             marks = rest[: 2 * MAX_COLUMNS + 1]
-            screen, dataset, models, filters = rest[2 * MAX_COLUMNS + 1 :]
+            screen, dataset, models, filters, campaign = rest[2 * MAX_COLUMNS + 1 :]
             reviewer = self.app.optional_reviewer(name, request)
-            if ungraded and reviewer is None:
+            if (ungraded or campaign) and reviewer is None:
                 raise fail(NO_NAME)
             with self.app.connect() as db:
                 item_id, _, _ = self.keep_marks(db, reviewer, item_key, marks, dataset)
+                if campaign:
+                    return self._campaign_step(db, campaign, reviewer, item_id, direction, skip, screen)
                 queue = self.app.queue_filter(dataset, models, filters, reviewer, request)
                 if ungraded:
                     queue = replace(queue, ungraded_for=reviewer)
@@ -261,6 +268,21 @@ class ReviewTab:
 
         return navigate
 
+    def _campaign_step(self, db, campaign: str, reviewer: str, item_id, direction: int, skip: bool, screen) -> list:
+        """A step in a campaign: Previous goes back through the reviewer's own items; Skip hands the item back
+        and takes the next open one; Next keeps an unfinished item on screen (finish it, or skip it)."""
+        found = store.get_campaign(db, campaign)
+        if direction < 0:
+            target = store.previous_assignment(db, campaign, reviewer, before=item_id)
+        else:
+            target = store.next_assignment(db, campaign, reviewer, after=item_id, skip=skip)
+        values = self.render(db, target, found.dataset, list(found.models), reviewer, screen=screen, campaign=campaign)
+        if target is None:
+            values[STATUS_AT] = campaign_done_text(found)
+        elif direction > 0 and not skip and target == item_id:
+            values[STATUS_AT] = "Grade every response of this item first, or **Skip** (k) to hand it to someone else."
+        return values
+
     def open_item(self, db, reviewer: str | None, item_key, marks, target: str, dataset, models) -> list:
         """Store the marks of the open item, then render ``target`` (Queues opens its rows here)."""
         self.keep_marks(db, reviewer, item_key, marks, dataset)
@@ -271,10 +293,28 @@ class ReviewTab:
         first = store.next_item(db, replace(queue, ungraded_for=reviewer)) if reviewer else None
         return self.render(db, first or store.next_item(db, queue), dataset, models, reviewer, fresh=True)
 
+    def first_in_campaign(self, db, campaign: str, reviewer: str | None) -> list:
+        """The item the campaign hands the reviewer (their own reservation first); none until they give a name."""
+        found = store.get_campaign(db, campaign)
+        target = store.next_assignment(db, campaign, reviewer) if reviewer else None
+        values = self.render(db, target, found.dataset, list(found.models), reviewer, fresh=True, campaign=campaign)
+        if target is None:
+            values[STATUS_AT] = campaign_done_text(found) if reviewer else NO_NAME_CAMPAIGN
+        return values
+
     # --- one item on screen -----------------------------------------------------------------------------
 
     def render(
-        self, db, item_id: str | None, dataset, models, reviewer: str | None, *, fresh: bool = False, screen=None
+        self,
+        db,
+        item_id: str | None,
+        dataset,
+        models,
+        reviewer: str | None,
+        *,
+        fresh: bool = False,
+        screen=None,
+        campaign: str | None = None,
     ) -> list:
         """Every output of the Review tab for one item (or an empty page when the queue is empty).
 
@@ -284,9 +324,10 @@ class ReviewTab:
         ``screen`` is what the previous step sent to the components that only the server writes (columns,
         flags, judge tables, the versions note); those that would not change are left alone (``gr.update()``),
         which saves the browser most of a step's work. Marks are always sent: the reviewer may have changed them.
+        In a ``campaign`` the progress line is the campaign's.
         """
         blind = store.blind_review(db, dataset)
-        models = self.models_in_view(db, dataset, models, blind)
+        models = list(models) if campaign else self.models_in_view(db, dataset, models, blind)
         view = store.item_view(db, item_id, models, reviewer) if item_id else None
         rows = view["responses"][:MAX_COLUMNS] if view else []
         if blind and reviewer and rows:
@@ -328,7 +369,7 @@ class ReviewTab:
             self._versions_note(db, view, shown, blind),
             self.reveal_text(db, view, shown, reviewer, blind=blind),
             "" if reviewer or not view else NO_NAME,
-            self.progress_text(db, reviewer, dataset, models, fresh=fresh),
+            self.progress_text(db, reviewer, dataset, models, fresh=fresh, campaign=campaign),
         ]
         return self._changes_only(values, screen or {})
 
@@ -407,8 +448,12 @@ class ReviewTab:
         """``models_in_view`` for a handler that has not looked up whether the data set is blind."""
         return cls.models_in_view(db, dataset, chosen, store.blind_review(db, dataset))
 
-    def progress_text(self, db, reviewer: str | None, dataset, models: list[str], *, fresh: bool = False) -> str:
-        """The progress line over ``models`` as shown (already resolved by ``models_in_view``)."""
+    def progress_text(
+        self, db, reviewer: str | None, dataset, models: list[str], *, fresh: bool = False, campaign: str | None = None
+    ) -> str:
+        """The progress line over ``models`` as shown (already resolved by ``models_in_view``), or the campaign's."""
+        if campaign:
+            return campaign_progress_text(store.campaign_progress(db, campaign, reviewer))
         counts = self.app.progress.get(db, reviewer, dataset, models, fresh=fresh)
         total = counts["total"]
         mine = f"You: **{counts['mine']} / {total}** graded" if reviewer else "Enter your name to grade"
@@ -421,6 +466,28 @@ class ReviewTab:
         reviewer = self.app.optional_reviewer(name, request)
         with self.app.connect() as db:
             return my_agreement_with_judges(db, reviewer, dataset)
+
+
+def campaign_progress_text(progress: dict) -> str:
+    """The progress line in a campaign: the reviewer's own items, what still waits for them, and the campaign."""
+    everyone = (
+        f"Campaign: **{progress['complete']} / {progress['items']}** items have their "
+        f"{progress['overlap']} reviewer{'s' * (progress['overlap'] != 1)}"
+    )
+    if progress["closed"]:
+        return f"{everyone} · closed"
+    if progress["open_for_me"] is None:
+        return f"Enter your name to get your items · {everyone}"
+    return f"You: **{progress['mine_done']}** items done, {progress['open_for_me']} more waiting · {everyone}"
+
+
+def campaign_done_text(campaign: store.Campaign) -> str:
+    if not campaign.is_open:
+        return f"Campaign {md(campaign.name)} is closed: every item has its reviewers (or an admin closed it)."
+    return (
+        f"Nothing left for you in campaign {md(campaign.name)}: the other items have their reviewers or are being "
+        "graded right now. Thank you!"
+    )
 
 
 def saved_text(view: dict | None, row: dict | None) -> str:

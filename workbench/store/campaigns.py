@@ -91,6 +91,8 @@ def create_campaign(
         raise UserError(f"overlap (reviewers per item) must be a whole number of at least 1, got {overlap!r}")
     if isinstance(lease_minutes, bool) or not isinstance(lease_minutes, int) or lease_minutes < 1:
         raise UserError(f"the reservation time must be a whole number of minutes, at least 1, got {lease_minutes!r}")
+    if not dataset:
+        raise UserError("choose the data set the campaign covers")
     dataset_id = _one(db, "SELECT id FROM datasets WHERE name = ?", [dataset])
     if dataset_id is None:
         known = ", ".join(repr(known) for known in dataset_names(db)) or "none"

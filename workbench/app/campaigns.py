@@ -1,0 +1,179 @@
+"""The Campaigns tab: every campaign's progress, per-reviewer progress, and (admins) creating, closing and
+exporting campaigns.
+
+A reviewer works on a campaign by picking it in the Campaign box at the top: the Review tab then hands out the
+campaign's items, beside its guidelines. The rules (overlap, reservations, closing) live in
+``workbench.store.campaigns``; this tab only lays them out. Refusals and results are written inline, under the
+buttons, and stay there.
+"""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from trainer.errors import UserError
+from workbench import importing, store
+from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, md, refusal, table
+
+OVERVIEW_COLUMNS = ["campaign", "dataset", "split", "models", "overlap", "items", "complete", "reviews", "status"]
+REVIEWER_COLUMNS = ["reviewer", "done", "in_progress", "last_done"]
+NO_CAMPAIGNS = "No campaigns yet: an admin creates one below (or `workbench campaign create`)."
+
+
+def build(app: App) -> None:
+    gr.Markdown(
+        "A campaign hands each reviewer the next item that still needs them, beside its guidelines, until every "
+        "item has its reviewers. To grade, pick the campaign in **Campaign** at the top and open **Review**."
+    )
+    overview = gr.Dataframe(label="Campaigns", interactive=False, elem_id="campaigns-table")
+    with gr.Row():
+        chosen = gr.Dropdown(label="Campaign", choices=[], elem_id="campaign-pick")
+        refresh = gr.Button("Refresh", elem_id="campaign-refresh")
+    progress = gr.Markdown(elem_id="campaign-progress")
+    reviewers = gr.Dataframe(label="Reviewers", interactive=False, elem_id="campaign-reviewers")
+    with gr.Row():
+        close = gr.Button("Close campaign", elem_id="campaign-close")
+        reopen = gr.Button("Reopen", elem_id="campaign-reopen")
+        export = gr.Button("Export its grades (raw, adjudicated, final)", elem_id="campaign-export")
+    download = gr.File(label="Campaign export", interactive=False, elem_id="campaign-export-file")
+    status = gr.Markdown(elem_id="campaign-status")
+    with gr.Accordion("New campaign (admins)", open=False, elem_id="campaign-new"):
+        name = gr.Textbox(label="Name", placeholder="e.g. sft-vs-base-round-1", elem_id="campaign-name")
+        with gr.Row():
+            dataset = gr.Dropdown(label="Data set", choices=[], elem_id="campaign-dataset")
+            models = gr.Dropdown(
+                label=f"Models side by side (1-{MAX_COLUMNS})",
+                choices=[],
+                multiselect=True,
+                max_choices=MAX_COLUMNS,
+                elem_id="campaign-models",
+            )
+            split = gr.Dropdown(label="Split", choices=[("all items", "")], value="", elem_id="campaign-split")
+            overlap = gr.Number(
+                label="Reviewers per item (overlap)",
+                value=store.DEFAULT_OVERLAP,
+                precision=0,
+                minimum=1,
+                elem_id="campaign-overlap",
+            )
+        guidelines = gr.Textbox(
+            label="Guidelines (Markdown), shown to reviewers beside every item",
+            lines=6,
+            elem_id="campaign-guidelines",
+        )
+        create = gr.Button("Create campaign", variant="primary", elem_id="campaign-create")
+
+    def show(request: gr.Request, name_box, picked):
+        reviewer = app.optional_reviewer(name_box, request)
+        with app.connect() as db:
+            rows = store.campaign_overview(db)
+            names = [row["campaign"] for row in rows]
+            picked = picked if picked in names else (names[0] if names else None)
+            datasets = store.dataset_names(db)
+            text, people = "", []
+            if picked:
+                text = _progress_text(store.campaign_progress(db, picked, reviewer))
+                people = [
+                    row
+                    for row in store.reviewer_progress(db, picked)
+                    if app.is_admin(request) or row["reviewer"] == reviewer
+                ]
+        return (
+            table(rows, OVERVIEW_COLUMNS, empty=NO_CAMPAIGNS),
+            gr.update(choices=names, value=picked),
+            text,
+            table(people, REVIEWER_COLUMNS, empty="Nobody has been handed an item of this campaign yet."),
+            gr.update(choices=datasets),
+        )
+
+    shown = [overview, chosen, progress, reviewers, dataset]
+    refresh.click(show, inputs=[app.name_box, chosen], outputs=shown)
+    chosen.input(show, inputs=[app.name_box, chosen], outputs=shown)
+    app.refreshers["campaigns"] = (show, [app.name_box, chosen], shown)
+
+    def scope_of(picked_dataset):
+        with app.connect() as db:
+            names = store.models_with_responses(db, picked_dataset or None) if picked_dataset else []
+            splits = store.split_names(db, picked_dataset) if picked_dataset else []
+        return (
+            gr.update(choices=names, value=names[:MAX_COLUMNS]),
+            gr.update(choices=[("all items", ""), *splits], value=""),
+        )
+
+    dataset.input(scope_of, inputs=dataset, outputs=[models, split])
+
+    def do_create(request: gr.Request, name_box, new_name, picked_dataset, picked_models, picked_split, quota, text):
+        if not app.is_admin(request):
+            return refusal("Only admins can create campaigns."), *[gr.update()] * 5
+        creator = app.optional_reviewer(name_box, request)
+        try:
+            with app.connect() as db:
+                campaign = store.create_campaign(
+                    db,
+                    new_name,
+                    dataset=picked_dataset or "",
+                    models=picked_models or [],
+                    overlap=int(quota) if quota is not None else 0,
+                    split=picked_split or None,
+                    guidelines=text or "",
+                    created_by=creator,
+                )
+                items = store.campaign_progress(db, campaign.name)["items"]
+                open_campaigns = store.campaign_names(db, open_only=True)
+        except UserError as exc:
+            return refusal(f"Not created: {exc}"), *[gr.update()] * 5
+        message = (
+            f"Created campaign **{md(campaign.name)}**: {items} items, {campaign.overlap} reviewer(s) each. "
+            "Reviewers pick it in **Campaign** at the top."
+        )
+        return message, *show(request, name_box, campaign.name)[:4], gr.update(choices=[FREE_REVIEW, *open_campaigns])
+
+    create.click(
+        do_create,
+        inputs=[app.name_box, name, dataset, models, split, overlap, guidelines],
+        outputs=[status, overview, chosen, progress, reviewers, app.campaign],
+    )
+
+    def set_open(reopen_it: bool):
+        def handler(request: gr.Request, name_box, picked):
+            if not app.is_admin(request):
+                return refusal("Only admins can close or reopen campaigns."), *[gr.update()] * 4
+            if not picked:
+                return refusal("Choose a campaign first."), *[gr.update()] * 4
+            with app.connect() as db:
+                campaign = store.close_campaign(db, picked, reopen=reopen_it)
+            state = "open again" if campaign.is_open else "closed: nothing more is handed out"
+            return f"Campaign **{md(picked)}** is {state}.", *show(request, name_box, picked)[:4]
+
+        return handler
+
+    for button, reopen_it in ((close, False), (reopen, True)):
+        button.click(
+            set_open(reopen_it),
+            inputs=[app.name_box, chosen],
+            outputs=[status, overview, chosen, progress, reviewers],
+        )
+
+    def do_export(request: gr.Request, picked):
+        if not app.is_admin(request):
+            return refusal("Only admins can export grades."), None
+        if not picked:
+            return refusal("Choose a campaign first."), None
+        out = app.scratch_file(f"campaign-{picked}.json" if picked.isidentifier() else "campaign.json")
+        with app.connect() as db:
+            count = importing.export(db, "campaign", out, campaign=picked)
+        return f"Exported {count} items with raw, adjudicated and final grades.", str(out)
+
+    export.click(do_export, inputs=[chosen], outputs=[status, download])
+
+
+def _progress_text(progress: dict) -> str:
+    state = "closed" if progress["closed"] else "open"
+    mine = ""
+    if progress["open_for_me"] is not None:
+        mine = f" · you: {progress['mine_done']} done, {progress['open_for_me']} more waiting for you"
+    return (
+        f"**{md(progress['campaign'])}** ({state}) on {md(progress['dataset'])}: "
+        f"**{progress['complete']} / {progress['items']}** items have their {progress['overlap']} reviewer(s); "
+        f"{progress['reviews_done']} / {progress['reviews_needed']} reviews done{mine}"
+    )
