@@ -42,6 +42,8 @@ class ImportSummary:
     scores: int = 0
     metrics: int = 0
     split_labels: int = 0
+    # rows the import inserted or changed in the store; 0 means the file was already there, unchanged
+    written: int = 0
 
     def describe(self) -> str:
         parts = [f"{self.items} items"] if self.items else []
@@ -50,8 +52,12 @@ class ImportSummary:
         for label in ("responses", "pairwise_grades", "scores", "metrics", "split_labels"):
             if getattr(self, label):
                 parts.append(f"{getattr(self, label)} {label.replace('_', ' ')}")
+        if not self.written:
+            holder = f"data set {self.dataset!r}" if self.dataset else "the store"
+            found = f" ({', '.join(parts)})" if parts else ""
+            return f"nothing new: {holder} already holds this file's {self.kind}{found}, unchanged"
         target = f" into data set {self.dataset!r}" if self.dataset else ""
-        return f"imported {self.kind}{target}: {', '.join(parts) or 'nothing new'}"
+        return f"imported {self.kind}{target}: {', '.join(parts)}"
 
 
 # --- reading and validating files ------------------------------------------------------------------------
@@ -201,10 +207,12 @@ def import_path(
         kind = "responses" if sources else "instruction data"
     dataset = dataset or path.stem
     split = meta.get("split") if meta is not None and meta.get("split") != "all" else None
+    before = db.conn.total_changes
     with store.transaction(db):
         summary = _import_entries(db, path, entries, sources, dataset, kind, split=split, progress=progress)
         if kind == "preference data":
             summary.pairwise_grades = _record_preferences(db, dataset, entries)
+    summary.written = db.conn.total_changes - before
     return summary
 
 
@@ -365,6 +373,7 @@ def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary
         raise UserError(f"{config_path}: 'name' must be a string, got {_type_name(name)}")
     splits = _read_splits(run_dir / "split.json")
     dataset = Path(config["data"]).stem if isinstance(config.get("data"), str) else None
+    before = db.conn.total_changes
     with store.transaction(db):
         model_id = store.get_or_create_model(db, name, "run", str(run_dir.resolve()), config)
         store.replace_training_metrics(db, model_id, metrics)
@@ -375,6 +384,7 @@ def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary
         models=[name],
         metrics=len(metrics),
         split_labels=labelled,
+        written=db.conn.total_changes - before,
     )
 
 
@@ -431,6 +441,7 @@ def import_scores(
         rows = [_score_object(path, index, entry) for index, entry in enumerate(data)]
     else:
         rows = _aligned_scores(db, path, data, dataset)
+    before = db.conn.total_changes
     with store.transaction(db):
         judge_row = store.get_or_create_external_judge(db, judge, *score_range)
         low, high = judge_row["score_min"], judge_row["score_max"]
@@ -442,7 +453,8 @@ def import_scores(
                 raise UserError(f"{where}: score {row['score']:g} is outside judge {judge!r}'s range {low:g}-{high:g}")
             row["response_id"] = responses.pop(row["item_id"])
         store.upsert_external_scores(db, judge_row["id"], rows)
-    return ImportSummary("judge scores", dataset, models=[response_key], scores=len(rows))
+    written = db.conn.total_changes - before
+    return ImportSummary("judge scores", dataset, models=[response_key], scores=len(rows), written=written)
 
 
 def _only_dataset_of(db: sqlite_utils.Database, model: str) -> str:
@@ -627,7 +639,7 @@ def _run_import_scores(args: argparse.Namespace) -> None:
         dataset=args.dataset,
         score_range=tuple(args.score_range),
     )
-    print(f"{summary.describe()} from judge {args.judge!r}")
+    print(f"judge {args.judge!r}: {summary.describe()}")
 
 
 def _run_export(args: argparse.Namespace) -> None:

@@ -59,9 +59,12 @@ def test_every_shared_data_file_imports_and_reimports_unchanged(
     assert [r["reference_output"] for r in store.dataset_items(db, path.stem)] == [
         e["output"] for e in json.loads(path.read_text())
     ]
+    assert summary.written > 0 and summary.describe().startswith(f"imported {kind}")
     before = db_snapshot(db_path)
-    importing.import_path(db, path)
+    again = importing.import_path(db, path)
     assert db_snapshot(db_path) == before
+    assert again.written == 0  # a re-import that adds nothing says so
+    assert again.describe().startswith(f"nothing new: data set '{path.stem}' already holds this file's {kind} (")
 
 
 def test_preference_data_becomes_pairwise_grades_and_exports_back_identically(shared_dir, db_path, tmp_path):
@@ -214,8 +217,9 @@ def test_run_folder_imports_config_metrics_and_split_labels(shared_dir, db_path,
     model = db["models"].get(store.model_id(db, "sft-124m"))
     assert (model["kind"], model["run_dir"]) == ("run", str(run_dir.resolve()))
     assert json.loads(model["config_json"])["train"] == {"lr": 5e-5}
+    assert importing.import_path(db, run_dir).describe().startswith("nothing new: the store already holds")
     (run_dir / "metrics.jsonl").write_text('{"step": 0, "train_loss": 3.1}\n')
-    importing.import_path(db, run_dir)  # a re-import replaces the history
+    assert importing.import_path(db, run_dir).written > 0  # a re-import replaces the history
     assert store.training_metrics(db, "sft-124m") == [
         {"step": 0, "epoch": None, "tokens_seen": None, "train_loss": 3.1, "val_loss": None}
     ]
@@ -339,7 +343,9 @@ def test_cli_exit_codes_and_messages(shared_dir, db_path, tmp_path, capsys):
     scores = shared_dir / "datasets" / "judge-scores" / "gpt4-model-1-response.json"
     argv = ["import-scores", str(scores), "--db", str(db_path), "--judge", "gpt4", "--response-key"]
     assert cli.main([*argv, "model 1 response"]) == 0
-    assert "100 scores from judge 'gpt4'" in capsys.readouterr().out
+    assert "judge 'gpt4': imported judge scores into data set 'eval-example-data'" in capsys.readouterr().out
+    assert cli.main([*argv, "model 1 response"]) == 0
+    assert "judge 'gpt4': nothing new: data set 'eval-example-data' already holds" in capsys.readouterr().out
     assert cli.main([*argv, "model_response"]) == 2
     assert capsys.readouterr().err.startswith("error: unknown model (response key) 'model_response'; known: ")
     assert cli.main(["import", str(data), "--db", str(tmp_path / "nowhere" / "x.db")]) == 2

@@ -86,13 +86,16 @@ def add_items(db: sqlite_utils.Database, dataset_id: int, items: Iterable[dict],
     says nothing about the data set's order, so existing items keep theirs.
     """
     position_update = "position" if keep_position else "excluded.position"
-    with transaction(db):
+    with transaction(db):  # an item that would not change is not written (imports count what they changed)
         db.conn.executemany(
             "INSERT INTO items (id, dataset_id, position, instruction, input, reference_output, split) "
             "VALUES (:id, :dataset_id, :position, :instruction, :input, :reference_output, :split) "
             f"ON CONFLICT(id) DO UPDATE SET position = {position_update}, "
             "reference_output = COALESCE(excluded.reference_output, reference_output), "
-            "split = COALESCE(excluded.split, split)",
+            "split = COALESCE(excluded.split, split) "
+            f"WHERE position IS NOT {position_update} "
+            "OR reference_output IS NOT COALESCE(excluded.reference_output, reference_output) "
+            "OR split IS NOT COALESCE(excluded.split, split)",
             ({**item, "dataset_id": dataset_id} for item in items),
         )
 
@@ -115,8 +118,8 @@ def set_item_splits(db: sqlite_utils.Database, dataset: str, splits: dict[str, l
     dataset_id = _one(db, "SELECT id FROM datasets WHERE name = ?", [dataset])
     with transaction(db):
         return db.conn.executemany(
-            "UPDATE items SET split = ? WHERE position = ? AND dataset_id = ?",
-            [(split, position, dataset_id) for split, positions in splits.items() for position in positions],
+            "UPDATE items SET split = ? WHERE position = ? AND dataset_id = ? AND split IS NOT ?",
+            [(split, position, dataset_id, split) for split, positions in splits.items() for position in positions],
         ).rowcount  # executemany sums the rows each statement changed
 
 
@@ -148,7 +151,10 @@ def get_or_create_model(
             "INSERT INTO models (name, kind, run_dir, config_json, created_at) VALUES (?, ?, ?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET run_dir = COALESCE(excluded.run_dir, run_dir), "
             "config_json = COALESCE(excluded.config_json, config_json), "
-            "kind = CASE WHEN excluded.run_dir IS NOT NULL THEN excluded.kind ELSE kind END",
+            "kind = CASE WHEN excluded.run_dir IS NOT NULL THEN excluded.kind ELSE kind END "
+            "WHERE run_dir IS NOT COALESCE(excluded.run_dir, run_dir) "
+            "OR config_json IS NOT COALESCE(excluded.config_json, config_json) "
+            "OR kind IS NOT (CASE WHEN excluded.run_dir IS NOT NULL THEN excluded.kind ELSE kind END)",
             [name, kind, run_dir, config_json, utc_now()],
         )
         return _one(db, "SELECT id FROM models WHERE name = ?", [name])
@@ -168,23 +174,25 @@ def model_id(db: sqlite_utils.Database, name: str) -> int:
 
 
 def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Iterable[dict]) -> None:
-    """Store a run's evaluation history (metrics.jsonl), replacing what an earlier import stored."""
+    """Store a run's evaluation history (metrics.jsonl), replacing what an earlier import stored (an
+    identical history is left as it is, so a re-import writes nothing)."""
+    records = [
+        (model_id, r["step"], r.get("epoch"), r.get("tokens_seen"), r.get("train_loss"), r.get("val_loss"))
+        for r in rows
+    ]
     with transaction(db):
+        stored = db.execute(
+            "SELECT model_id, step, epoch, tokens_seen, train_loss, val_loss FROM training_metrics "
+            "WHERE model_id = ? ORDER BY step",
+            [model_id],
+        ).fetchall()
+        if stored == sorted(records, key=lambda record: record[1]):
+            return
         db.execute("DELETE FROM training_metrics WHERE model_id = ?", [model_id])
         db.conn.executemany(
             "INSERT INTO training_metrics (model_id, step, epoch, tokens_seen, train_loss, val_loss) "
             "VALUES (?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    model_id,
-                    r["step"],
-                    r.get("epoch"),
-                    r.get("tokens_seen"),
-                    r.get("train_loss"),
-                    r.get("val_loss"),
-                )
-                for r in rows
-            ),
+            records,
         )
 
 
