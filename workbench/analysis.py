@@ -1,7 +1,9 @@
 """``workbench agreement``, ``stats`` and ``compare``: do the judges agree, how do models rank, is B better?
 
 Each command gathers rows from the store, hands plain arrays to ``workbench.stats`` and prints a text table
-(or ``--json``). The functions return plain dicts so the review app can show the same figures.
+(or ``--json``). The review app calls the same functions (``rater_pair`` and ``pair_agreement``,
+``outcome_sources`` and ``pairwise_summary``, ``benchmark_columns``) and rounds alike (``stats.significant``),
+so that the app and the command line show the same figures for the same data.
 """
 
 from __future__ import annotations
@@ -9,8 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,13 @@ from workbench import stats, store
 HUMAN = "human"  # the mean grade of all reviewers, usable wherever a judge name is
 HUMAN_BLIND = "human blind votes"  # pairwise sources, kept apart: a vote with the names in view is another thing
 HUMAN_OPEN = "human marks with names shown"
+
+# Kappa and alpha compare raters on the human grade scale; every other scale is mapped onto it.
+GRADE_SCALE = (float(store.HUMAN_SCORE_RANGE[0]), float(store.HUMAN_SCORE_RANGE[1]))
+GRADES = range(store.HUMAN_SCORE_RANGE[0], store.HUMAN_SCORE_RANGE[1] + 1)
+# Krippendorff's alpha on whole grades (ordinal) or on the mapped scores themselves (interval).
+ALPHA_LEVELS = ("ordinal", "interval")
+DEFAULT_ALPHA_LEVEL = "ordinal"
 
 
 # --- gathering ratings -----------------------------------------------------------------------------------
@@ -61,7 +70,106 @@ def _reviewer_table(db: sqlite_utils.Database, responses: Sequence[int]) -> tupl
     return reviewers, table
 
 
+@dataclass(frozen=True)
+class RaterPair:
+    """Two raters' scores (response id -> score), their (min, max) scales and their names as shown."""
+
+    scores: tuple[dict[int, float], dict[int, float]]
+    scales: tuple[tuple[float, float], tuple[float, float]]
+    labels: tuple[str, str]
+
+
+def rater_pair(
+    db: sqlite_utils.Database,
+    first: str,
+    second: str,
+    *,
+    dataset: str | None = None,
+    models: Sequence[str] | None = None,
+) -> RaterPair:
+    """Two raters (store keys: ``judge:NAME``, ``reviewer:NAME``, ``store.HUMANS``) ready for ``pair_agreement``.
+
+    A reviewer compared with the humans' mean is compared with the other reviewers: their own grades are left
+    out of that mean, and its name says so (``humans (mean grade, without X)``); agreeing with a mean that
+    holds one's own grades would flatter everyone.
+    """
+    scores, labels = [], []
+    for rater, other in ((first, second), (second, first)):
+        exclude = other.removeprefix("reviewer:") if rater == store.HUMANS and other.startswith("reviewer:") else None
+        scores.append(store.rater_scores(db, rater, dataset=dataset, models=models, exclude=exclude))
+        labels.append(store.humans_label(exclude) if rater == store.HUMANS else rater)
+    scales = (store.rater_scale(db, first), store.rater_scale(db, second))
+    return RaterPair((scores[0], scores[1]), scales, (labels[0], labels[1]))
+
+
 # --- agreement -------------------------------------------------------------------------------------------
+
+
+def on_grade_scale(value: float, scale: tuple[float, float]) -> float:
+    """A score mapped linearly from its rater's (min, max) onto the 1-5 grades (0-100: 0 -> 1, 50 -> 3,
+    100 -> 5), as the review queue's disagreement order maps it; a scale without width maps to the middle."""
+    low, high = scale
+    bottom, top = GRADE_SCALE
+    if high <= low:
+        return (bottom + top) / 2
+    return bottom + (top - bottom) * (value - low) / (high - low)
+
+
+def to_grade(value: float, scale: tuple[float, float]) -> int:
+    """The whole 1-5 grade nearest to ``on_grade_scale(value)``: halves round up, the ends are clipped."""
+    bottom, top = GRADES[0], GRADES[-1]
+    return int(min(top, max(bottom, math.floor(on_grade_scale(value, scale) + 0.5))))
+
+
+def kappa_label(weights: str) -> str:
+    """Cohen's kappa as the app's column and the command line's line name it."""
+    return f"kappa ({weights}, 1-5)"
+
+
+def alpha_label(level: str) -> str:
+    """Krippendorff's alpha with its level of measurement and its scale, as the app and the CLI name it."""
+    return f"alpha ({level}, 1-5)"
+
+
+def pair_agreement(
+    first: Mapping[int, float],
+    second: Mapping[int, float],
+    scales: Sequence[tuple[float, float]],
+    *,
+    alpha_level: str = DEFAULT_ALPHA_LEVEL,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
+    """How far two raters agree over the responses both scored: one function behind ``workbench agreement``
+    and the app's Agreement and Calibration tabs.
+
+    Correlations (Pearson, Spearman, Kendall tau-b, with bootstrap CIs) on each rater's own scale. Cohen's kappa
+    and Krippendorff's alpha on the common 1-5 scale, each score mapped linearly from its rater's ``scales``
+    (``on_grade_scale``), so that a 0-100 judge and 1-5 grades are never compared as raw numbers: kappa on
+    whole grades (``to_grade``) with quadratic weights, and also unweighted and linear when both raters grade
+    on 1-5 already; alpha ``ordinal`` on whole grades or ``interval`` on the mapped scores, unrounded. Means
+    are on the raters' own scales. Fewer than 3 shared responses give only ``n``.
+    """
+    if alpha_level not in ALPHA_LEVELS:
+        raise UserError(f"alpha level {alpha_level!r} must be one of {', '.join(ALPHA_LEVELS)}")
+    common = sorted(first.keys() & second.keys())
+    report: dict[str, Any] = {"n": len(common), "alpha_level": alpha_level}
+    if len(common) < 3:
+        return report
+    values = [[float(scores[k]) for k in common] for scores in (first, second)]
+    report["means"] = [float(np.mean(v)) for v in values]
+    report["correlations"] = [c.to_dict() for c in stats.correlations(*values, resamples=resamples, seed=seed)]
+    grades = [[to_grade(v, scale) for v in own] for own, scale in zip(values, scales, strict=True)]
+    weighting = stats.KAPPA_WEIGHTS if all(tuple(scale) == GRADE_SCALE for scale in scales) else ("quadratic",)
+    report["kappa"] = {
+        weights or "unweighted": stats.cohen_kappa(*grades, weights=weights, categories=GRADES) for weights in weighting
+    }
+    if alpha_level == "ordinal":
+        rated = grades
+    else:
+        rated = [[on_grade_scale(v, scale) for v in own] for own, scale in zip(values, scales, strict=True)]
+    report["alpha"] = stats.krippendorff_alpha(rated, level=alpha_level)
+    return report
 
 
 def agreement(
@@ -69,96 +177,139 @@ def agreement(
     judges: Sequence[str],
     *,
     models: Sequence[str] | None = None,
+    alpha_level: str = DEFAULT_ALPHA_LEVEL,
     resamples: int = stats.DEFAULT_RESAMPLES,
     seed: int = 0,
 ) -> dict:
-    """Correlations (with n and bootstrap CIs) between two raters over the responses both scored.
-
-    For two reviewers (same 1-5 scale) also Cohen's kappa (unweighted, linear, quadratic); Krippendorff's
-    alpha for the pair, and across all reviewers whenever human grades are involved.
+    """Correlations (with n and bootstrap CIs), Cohen's kappa and Krippendorff's alpha between two raters over
+    the responses both scored, as the app's Agreement tab shows them (``pair_agreement``: kappa and alpha on
+    the common 1-5 scale, alpha ``ordinal`` or ``interval``). ``human`` against a reviewer is the other
+    reviewers' mean. Whenever human grades are involved, also alpha among all reviewers of those responses.
     """
     if len(judges) != 2 or judges[0] == judges[1]:
         raise UserError(f"--judges takes two different names, got {list(judges)}")
     _check_models(db, models)
-    first, second = (_rater_scores(db, name, models) for name in judges)
-    shared = sorted(set(first) & set(second))
+    keys = [_rater_key(db, name) for name in judges]
+    pair = rater_pair(db, *keys, models=models)
+    shared = sorted(pair.scores[0].keys() & pair.scores[1].keys())
     scope = ", ".join(models) if models else "all models"
     if len(shared) < 3:
         raise UserError(f"{judges[0]} and {judges[1]} both rated only {len(shared)} responses of {scope}; need 3")
-    x, y = np.array([first[r] for r in shared]), np.array([second[r] for r in shared])
-    reviewers = set(store.reviewer_names(db)) - set(store.judge_names(db))
-    both_reviewers = all(name in reviewers for name in judges)
+    result = pair_agreement(*pair.scores, pair.scales, alpha_level=alpha_level, resamples=resamples, seed=seed)
     report: dict[str, Any] = {
         "judges": list(judges),
+        "raters": [
+            label if key == store.HUMANS else name for name, key, label in zip(judges, keys, pair.labels, strict=True)
+        ],
         "models": list(models) if models else None,
-        "n": len(shared),
-        "means": {judges[0]: float(x.mean()), judges[1]: float(y.mean())},
-        "correlations": [c.to_dict() for c in stats.correlations(x, y, resamples=resamples, seed=seed)],
-        "alpha": stats.krippendorff_alpha([x, y], level="ordinal" if both_reviewers else "interval"),
+        "n": result["n"],
+        "means": dict(zip(judges, result["means"], strict=True)),
+        "correlations": result["correlations"],
+        "kappa": result["kappa"],
+        "alpha": result["alpha"],
+        "alpha_level": alpha_level,
     }
-    if both_reviewers:
-        grades = store.HUMAN_SCORE_RANGE
-        categories = range(grades[0], grades[1] + 1)
-        report["kappa"] = {
-            str(weights or "unweighted"): stats.cohen_kappa(x, y, weights=weights, categories=categories)
-            for weights in stats.KAPPA_WEIGHTS
-        }
-    if HUMAN in judges or both_reviewers:
+    if store.HUMANS in keys or all(key.startswith("reviewer:") for key in keys):
         names, table = _reviewer_table(db, shared)
         if len(names) >= 2:
-            report["human_alpha"] = {"reviewers": names, "alpha": stats.krippendorff_alpha(table)}
+            alpha = stats.krippendorff_alpha(table, level=alpha_level)
+            report["human_alpha"] = {"reviewers": names, "alpha": alpha, "level": alpha_level}
     return report
 
 
 # --- stats -----------------------------------------------------------------------------------------------
 
 
-def _outcome_sources(db: sqlite_utils.Database) -> dict[str, list[stats.Outcome]]:
-    """Pairwise outcomes in the order they were given: human grades (without the swapped-side repeats, as in
-    the app's leaderboard: they measure the reviewer, not the models), then each pairwise judge."""
-    sources: dict[str, list[stats.Outcome]] = {}
-    for source, blind in ((HUMAN_BLIND, True), (HUMAN_OPEN, False)):  # votes given blind or with names in view
-        outcomes = store.pairwise_outcomes(db, source="human", blind=blind)
-        if outcomes:
-            sources[source] = outcomes
-    for row in store.judge_pairwise_rows(db):
-        outcome = (row["model_a"], row["model_b"], stats.WINNER_RESULT[row["winner"]])
-        sources.setdefault(row["judge"], []).append(outcome)
+def outcome_sources(
+    db: sqlite_utils.Database, *, dataset: str | None = None
+) -> dict[str, Callable[[], list[stats.Outcome]]]:
+    """Every source of pairwise outcomes by name, each read only when called (the app reads the one it shows).
+
+    Human blind votes; the Review tab's better/tie marks, given with the names in view; each pairwise judge
+    (``judge:NAME``); and each rater of single responses (``store.rater_names``: ``judge:NAME``, the humans'
+    mean grade, ``reviewer:NAME``) through the comparisons their scores imply, a reviewer's together with their
+    own votes (``store.reviewer_outcomes``). ``workbench stats`` and the app's Leaderboard offer these sources.
+    """
+    sources: dict[str, Callable[[], list[stats.Outcome]]] = {
+        HUMAN_BLIND: lambda: store.pairwise_outcomes(db, source="human", dataset=dataset, blind=True),
+        HUMAN_OPEN: lambda: store.pairwise_outcomes(db, source="human", dataset=dataset, blind=False),
+    }
+    for judge in store.pairwise_judge_names(db):
+        sources[f"judge:{judge}"] = lambda judge=judge: store.pairwise_outcomes(
+            db, source="judge", dataset=dataset, judge=judge
+        )
+    for rater in store.rater_names(db):
+        if rater.startswith("reviewer:"):
+            name = rater.removeprefix("reviewer:")
+            sources[rater] = lambda name=name: store.reviewer_outcomes(db, name, dataset=dataset)
+        else:
+            sources[rater] = lambda rater=rater: store.score_outcomes(db, rater, dataset=dataset)
     return sources
 
 
-def model_stats(db: sqlite_utils.Database, *, resamples: int = 1000, seed: int = 0) -> dict:
-    """Per model: responses, mean judge score per judge, mean human grade; per source of pairwise outcomes:
-    win rates, Bradley-Terry ratings with bootstrap CIs, and online Elo."""
-    models: dict[str, dict] = {
-        name: {"responses": count, "judges": {}, "human": None}
-        for name, count in store.model_response_counts(db).items()
+def pairwise_summary(
+    outcomes: Sequence[stats.Outcome], *, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0
+) -> dict:
+    """One source's comparisons and, per model, its record (wins, losses, ties, win rate), Bradley-Terry rating
+    with bootstrap CI (``too_few`` where it would mislead) and online Elo."""
+    ratings = stats.bradley_terry(outcomes, resamples=resamples, seed=seed)
+    elo = stats.elo_ratings(outcomes)
+    return {
+        "comparisons": len(outcomes),
+        "models": {
+            model: {**record, "bradley_terry": ratings[model].to_dict(), "elo": elo[model]}
+            for model, record in stats.win_rates(outcomes).items()
+        },
     }
-    per_judge: dict[tuple, list[float]] = defaultdict(list)
-    for row in store.judge_score_rows(db):
-        per_judge[row["model"], row["judge"]].append(row["score"])
-    for (model, judge), scores in per_judge.items():
-        models[model]["judges"][judge] = {"mean": float(np.mean(scores)), "n": len(scores)}
-    per_response: dict[tuple, list[int]] = defaultdict(list)
-    for row in store.human_grade_rows(db):
-        per_response[row["model"], row["response_id"]].append(row["score"])
-    response_means: dict[str, list[float]] = defaultdict(list)
-    for (model, _), grades in per_response.items():
-        response_means[model].append(np.mean(grades))
-    for model, means in response_means.items():
-        models[model]["human"] = {"mean": float(np.mean(means)), "n": len(means)}
-    pairwise = {}
-    for source, outcomes in _outcome_sources(db).items():
-        ratings = stats.bradley_terry(outcomes, resamples=resamples, seed=seed)
-        elo = stats.elo_ratings(outcomes)
-        pairwise[source] = {
-            "comparisons": len(outcomes),
-            "models": {
-                model: {**record, "bradley_terry": ratings[model].to_dict(), "elo": elo[model]}
-                for model, record in stats.win_rates(outcomes).items()
-            },
+
+
+def benchmark_label(configuration: Mapping[str, Any]) -> str:
+    """A benchmark configuration (``store.CONFIGURATION``) as every table names it: task, data folder, shots
+    and questions, e.g. ``mmlu · mc-sample · 0-shot · 32 q`` (a task of lm-eval's own names no folder)."""
+    parts = [configuration["task"]]
+    if configuration["data_dir"]:
+        parts.append(Path(configuration["data_dir"]).name)
+    if configuration["shots"] is not None:
+        parts.append(f"{configuration['shots']}-shot")
+    if configuration["questions"] is not None:
+        parts.append(f"{configuration['questions']} q")
+    return " · ".join(parts)
+
+
+def benchmark_columns(db: sqlite_utils.Database) -> dict[str, dict[str, float]]:
+    """``LABEL: metric`` -> model -> overall accuracy of the model's newest run of that configuration: the
+    leaderboard's benchmark columns and ``workbench stats``' benchmark table."""
+    columns: dict[str, dict[str, float]] = {}
+    for row in store.benchmark_accuracy(db):
+        columns.setdefault(f"{benchmark_label(row)}: {row['metric']}", {})[row["model"]] = row["accuracy"]
+    return columns
+
+
+def _human_mean(summary: dict) -> dict | None:
+    """A model's mean human grade (mean over responses of each one's mean), the responses and the grades."""
+    if not summary["graded"]:
+        return None
+    return {"mean": summary["mean_grade"], "n": summary["graded"], "grades": summary["grades"]}
+
+
+def model_stats(db: sqlite_utils.Database, *, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+    """Per model: responses, mean judge score per judge (own scale), mean human grade; per source of pairwise
+    outcomes (``outcome_sources``): win rates, Bradley-Terry ratings with bootstrap CIs, and online Elo; per
+    benchmark configuration, accuracy. The app's Leaderboard shows the same figures."""
+    models = {
+        row["model"]: {
+            "responses": row["responses"],
+            "judges": row["judges"],
+            "human": _human_mean(row),
         }
-    return {"models": models, "pairwise": pairwise}
+        for row in store.model_summary(db)
+    }
+    pairwise = {}
+    for source, read in outcome_sources(db).items():
+        outcomes = read()
+        if outcomes:
+            pairwise[source] = pairwise_summary(outcomes, resamples=resamples, seed=seed)
+    return {"models": models, "pairwise": pairwise, "benchmarks": benchmark_columns(db)}
 
 
 # --- compare ---------------------------------------------------------------------------------------------
@@ -179,7 +330,8 @@ def compare(
     seed: int = 0,
 ) -> dict:
     """Is ``model_b`` better than ``model_a``? Paired tests on the same items for every judge and for the
-    human mean grade, head-to-head human preferences, and McNemar on per-question benchmark correctness."""
+    human mean grade, head-to-head human preferences, and McNemar on per-question benchmark correctness, per
+    benchmark configuration both models ran (``benchmark_label``; a sample and the full set are not mixed)."""
     if model_a == model_b:
         raise UserError(f"--models takes two different models, got {model_a!r} twice")
     _check_models(db, (model_a, model_b))
@@ -200,30 +352,25 @@ def compare(
             winner = {"left": row["left_model"], "right": row["right_model"]}.get(row["preference"], "tie")
             head_to_head[winner] += 1
     correct_a, correct_b = store.benchmark_correctness(db, model_a), store.benchmark_correctness(db, model_b)
-    questions = sorted(set(correct_a) & set(correct_b), key=str)
-    benchmark = None
-    if questions:
-        benchmark = stats.mcnemar([correct_a[q] for q in questions], [correct_b[q] for q in questions]).to_dict()
+    benchmarks = {}
+    for configuration in sorted(set(correct_a) & set(correct_b), key=str):
+        answers_a, answers_b = correct_a[configuration], correct_b[configuration]
+        questions = sorted(set(answers_a) & set(answers_b), key=str)
+        if questions:
+            label = benchmark_label(dict(zip(store.CONFIGURATION, configuration, strict=True)))
+            benchmarks[label] = stats.mcnemar([answers_a[q] for q in questions], [answers_b[q] for q in questions])
     return {
         "model_a": model_a,
         "model_b": model_b,
         "differences": differences,
         "pairwise": head_to_head if sum(head_to_head.values()) else None,
-        "benchmark": benchmark,
+        "benchmarks": {label: result.to_dict() for label, result in benchmarks.items()},
     }
 
 
 # --- text output -----------------------------------------------------------------------------------------
 
-
-def _fmt(value: float | None, digits: int = 3) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    return f"{value:.{digits}f}"
-
-
-def _p(value: float) -> str:
-    return f"{value:.2g}" if value < 0.001 else f"{value:.3f}"
+_num = stats.significant_text  # every figure printed, as the app rounds it (3 significant digits)
 
 
 def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
@@ -235,38 +382,40 @@ def _table(header: Sequence[str], rows: list[Sequence[str]]) -> str:
 
 
 def format_agreement(report: dict) -> str:
-    first, second = report["judges"]
+    first, second = report["raters"]
     scope = ", ".join(report["models"]) if report["models"] else "all models"
-    means = ", ".join(f"{name} {_fmt(mean, 2)}" for name, mean in report["means"].items())
+    means = ", ".join(
+        f"{name} {_num(mean)}" for name, mean in zip(report["raters"], report["means"].values(), strict=True)
+    )
     rows = [
-        (c["method"], _fmt(c["value"]), f"[{_fmt(c['low'])}, {_fmt(c['high'])}]", _p(c["p_value"]))
+        (c["method"], _num(c["value"]), stats.bounds_text(c["low"], c["high"]), _num(c["p_value"]))
         for c in report["correlations"]
     ]
     lines = [
-        f"{first} vs {second} on {scope}: n = {report['n']} responses (means: {means})",
+        f"{first} vs {second} on {scope}: n = {report['n']} responses (means on own scales: {means})",
         _table(("correlation", "value", "95% CI (bootstrap)", "p"), rows),
-        f"Krippendorff's alpha: {_fmt(report['alpha'])}",
+        "Cohen's " + "; ".join(f"{kappa_label(weights)}: {_num(v)}" for weights, v in report["kappa"].items()),
+        f"Krippendorff's {alpha_label(report['alpha_level'])}: {_num(report['alpha'])}",
     ]
-    if "kappa" in report:
-        lines.append("Cohen's kappa: " + ", ".join(f"{k} {_fmt(v)}" for k, v in report["kappa"].items()))
     if "human_alpha" in report:
         human = report["human_alpha"]
-        lines.append(f"alpha among {len(human['reviewers'])} reviewers (ordinal): {_fmt(human['alpha'])}")
+        label = alpha_label(human["level"])
+        lines.append(f"Krippendorff's {label} among {len(human['reviewers'])} reviewers: {_num(human['alpha'])}")
     return "\n".join(lines)
 
 
 def _rating(estimate: dict) -> str:
-    return f"{estimate['value']:.0f} {stats.interval_text(stats.Estimate(**estimate))}"
+    return f"{_num(estimate['value'])} {stats.interval_text(stats.Estimate(**estimate))}"
 
 
 def format_stats(report: dict) -> str:
-    judges = sorted({judge for record in report["models"].values() for judge in record["judges"]})
+    judges = list(dict.fromkeys(judge for record in report["models"].values() for judge in record["judges"]))
     rows = [
         (
             model,
             str(record["responses"]),
-            *(_fmt((record["judges"].get(j) or {}).get("mean"), 1) for j in judges),
-            _fmt((record["human"] or {}).get("mean"), 2),
+            *(_num((record["judges"].get(j) or {}).get("mean")) for j in judges),
+            _num((record["human"] or {}).get("mean")),
         )
         for model, record in report["models"].items()
     ]
@@ -279,16 +428,20 @@ def format_stats(report: dict) -> str:
                 str(r["wins"]),
                 str(r["losses"]),
                 str(r["ties"]),
-                _fmt(r["win_rate"]),
+                _num(r["win_rate"]),
                 _rating(r["bradley_terry"]),
-                f"{r['elo']:.0f}",
+                _num(r["elo"]),
             )
-            for model, r in sorted(
-                report["pairwise"][source]["models"].items(),
-                key=lambda item: -item[1]["bradley_terry"]["value"],
-            )
+            for model, r in sorted(result["models"].items(), key=lambda item: -item[1]["bradley_terry"]["value"])
         ]
         lines.append(_table(("model", "wins", "losses", "ties", "win rate", "Bradley-Terry [95% CI]", "Elo"), rows))
+    if report["benchmarks"]:
+        models = list(dict.fromkeys(model for column in report["benchmarks"].values() for model in column))
+        rows = [
+            (column, *(_num(values.get(model)) for model in models)) for column, values in report["benchmarks"].items()
+        ]
+        lines.append("\nbenchmark accuracy (newest run per model and configuration):")
+        lines.append(_table(("benchmark", *models), rows))
     return "\n".join(lines)
 
 
@@ -299,11 +452,11 @@ def format_compare(report: dict) -> str:
         (
             rater,
             str(d["n"]),
-            _fmt(d["mean_a"], 2),
-            _fmt(d["mean_b"], 2),
-            _fmt(d["mean_difference"], 2),
-            f"[{_fmt(d['low'], 2)}, {_fmt(d['high'], 2)}]",
-            _p(d["p_value"]),
+            _num(d["mean_a"]),
+            _num(d["mean_b"]),
+            _num(d["mean_difference"]),
+            stats.bounds_text(d["low"], d["high"]),
+            _num(d["p_value"]),
         )
         for rater, d in report["differences"].items()
     ]
@@ -313,12 +466,11 @@ def format_compare(report: dict) -> str:
         lines.append("no judge scores or grades cover both models on the same items")
     if report["pairwise"]:
         lines.append("human pairwise preferences: " + ", ".join(f"{k} {v}" for k, v in report["pairwise"].items()))
-    if report["benchmark"]:
-        m = report["benchmark"]
+    for label, m in report["benchmarks"].items():
         lines.append(
-            f"benchmark questions: n = {m['n']}, accuracy A {_fmt(m['accuracy_a'])}, "
-            f"B {_fmt(m['accuracy_b'])}; "
-            f"only A right {m['only_a']}, only B right {m['only_b']}; McNemar exact p = {_p(m['p_value'])}"
+            f"benchmark {label}: n = {m['n']} questions, accuracy A {_num(m['accuracy_a'])}, "
+            f"B {_num(m['accuracy_b'])}; "
+            f"only A right {m['only_a']}, only B right {m['only_b']}; McNemar exact p = {_num(m['p_value'])}"
         )
     return "\n".join(lines)
 
@@ -332,7 +484,14 @@ def _emit(report: dict, as_json: bool, formatter) -> None:
 
 def _run_agreement(args: argparse.Namespace) -> None:
     db = store.open_db(args.db)
-    report = agreement(db, args.judges, models=args.response_key, resamples=args.resamples, seed=args.seed)
+    report = agreement(
+        db,
+        args.judges,
+        models=args.response_key,
+        alpha_level=args.alpha_level,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
     _emit(report, args.json, format_agreement)
 
 
@@ -345,10 +504,15 @@ def _run_compare(args: argparse.Namespace) -> None:
     _emit(compare(db, *args.models, resamples=args.resamples, seed=args.seed), args.json, format_compare)
 
 
-def _common(parser: argparse.ArgumentParser, resamples: int) -> None:
+def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--db", required=True, type=Path, help="workbench SQLite file")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a text table")
-    parser.add_argument("--resamples", type=int, default=resamples, help="bootstrap resamples (default %(default)s)")
+    parser.add_argument(
+        "--resamples",
+        type=int,
+        default=stats.DEFAULT_RESAMPLES,
+        help="bootstrap resamples (default %(default)s, as the review app)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
 
 
@@ -372,18 +536,25 @@ def add_cli(subparsers: Any) -> None:
         metavar="MODEL",
         help="restrict to this model's responses (repeatable; default: all models)",
     )
-    _common(parser, stats.DEFAULT_RESAMPLES)
+    parser.add_argument(
+        "--alpha-level",
+        choices=ALPHA_LEVELS,
+        default=DEFAULT_ALPHA_LEVEL,
+        help="Krippendorff's alpha on whole 1-5 grades (ordinal) or on the scores mapped onto 1-5 (interval); "
+        "default %(default)s, as the review app",
+    )
+    _common(parser)
     parser.set_defaults(func=_run_agreement)
 
     parser = subparsers.add_parser(
         "stats", help="per-model scores, grades, win rates and ratings", description=model_stats.__doc__
     )
-    _common(parser, 1000)
+    _common(parser)
     parser.set_defaults(func=_run_stats)
 
     parser = subparsers.add_parser(
         "compare", help="is model B really better than model A? (paired tests)", description=compare.__doc__
     )
     parser.add_argument("--models", nargs=2, required=True, metavar=("A", "B"))
-    _common(parser, stats.DEFAULT_RESAMPLES)
+    _common(parser)
     parser.set_defaults(func=_run_compare)

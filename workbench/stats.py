@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import special, stats
 
-DEFAULT_RESAMPLES = 2000
+# Bootstrap resamples for every interval shown, by the command line and the review app alike, so both print the
+# same interval for the same data (the app's live figures whose intervals are not shown use fewer).
+DEFAULT_RESAMPLES = 1000
 CONFIDENCE = 0.95
 ELO_SCALE = 400 / math.log(10)  # log-strength -> Elo points: a 400-point gap means 10:1 odds
 ELO_BASE = 1000.0
@@ -47,11 +49,54 @@ class Estimate(_Result):
 MIN_COMPARISONS = 10
 
 
-def interval_text(estimate: Estimate, digits: int = 0) -> str:
-    """``[low, high]``, or ``too few`` where the interval would mislead."""
+def interval_text(estimate: Estimate) -> str:
+    """``[low, high]`` (rounded like every shown number), or ``too few`` where the interval would mislead."""
     if estimate.too_few:
         return "too few"
-    return f"[{estimate.low:.{digits}f}, {estimate.high:.{digits}f}]"
+    return bounds_text(estimate.low, estimate.high)
+
+
+def bounds_text(low: float, high: float) -> str:
+    """A confidence interval as the app and the command line both print it: ``[0.694, 0.898]``."""
+    return f"[{significant_text(low)}, {significant_text(high)}]"
+
+
+# --- rounding for display --------------------------------------------------------------------------------
+
+SIGNIFICANT_DIGITS = 3
+
+
+def _decimals(value: float, digits: int) -> int:
+    """Decimals that leave ``digits`` significant digits, never fewer than none: whole numbers stay whole."""
+    return max(0, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def significant(value, digits: int = SIGNIFICANT_DIGITS):
+    """A float rounded to ``digits`` significant digits for display (74.09 -> 74.1, 0.80512 -> 0.805).
+
+    Numbers of ``digits`` or more whole digits keep all of them and lose only their decimals (an Elo or
+    Bradley-Terry rating of 1023.4 -> 1023, not 1020): a rating is read in whole points. Integers (counts),
+    None, NaN and infinities are returned unchanged. The app's tables and the command line's text
+    (``significant_text``) both round with this, so they print the same figures.
+    """
+    if value is None or isinstance(value, (bool, int)) or not math.isfinite(value) or value == 0:
+        return value
+    return round(float(value), _decimals(value, digits))
+
+
+def significant_text(value, digits: int = SIGNIFICANT_DIGITS) -> str:
+    """``significant(value)`` as text, trailing zeros kept (0.5 -> ``0.500``); below 0.001 in scientific
+    notation (``4.12e-05``); None and NaN read ``n/a``."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    value = significant(value, digits)
+    if isinstance(value, (bool, int)):
+        return str(value)
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"  # 0 and inf
+    if abs(value) < 1e-3:
+        return f"{value:.{digits - 1}e}"
+    return f"{value:.{_decimals(value, digits)}f}"
 
 
 @dataclass(frozen=True)
@@ -213,7 +258,7 @@ def _fit_bradley_terry(
 
 
 def bradley_terry(
-    outcomes: Sequence[Outcome], *, resamples: int = 1000, seed: int = 0, ridge: float = 0.01
+    outcomes: Sequence[Outcome], *, resamples: int = DEFAULT_RESAMPLES, seed: int = 0, ridge: float = 0.01
 ) -> dict[str, Estimate]:
     """Bradley-Terry ratings on the Elo scale (mean 1000) with bootstrap CIs over the comparisons.
 

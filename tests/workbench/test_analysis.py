@@ -43,11 +43,11 @@ def test_agreement_between_the_book_judges(book_db, shared_dir, capsys):
     assert correlations["pearson"]["value"] == pytest.approx(scipy_stats.pearsonr(gpt4, llama3).statistic)
     assert correlations["kendall"]["value"] == pytest.approx(scipy_stats.kendalltau(gpt4, llama3).statistic)
     assert report["means"] == {"gpt4": 74.09, "llama3": pytest.approx(np.mean(llama3))}
-    assert "kappa" not in report  # judges on a 0-100 scale: correlations and alpha only
+    assert set(report["kappa"]) == {"quadratic"}  # judges on a 0-100 scale: only kappa weighted by distance
     argv = ["agreement", "--db", str(book_db), "--judges", "gpt4", "llama3", "--resamples", "200"]
     assert cli.main([*argv, "--response-key", M1]) == 0
     text = capsys.readouterr().out
-    assert text.startswith("gpt4 vs llama3 on model 1 response: n = 100 responses (means: gpt4 74.09")
+    assert text.startswith("gpt4 vs llama3 on model 1 response: n = 100 responses (means on own scales: gpt4 74.1")
     assert "pearson      0.805" in text
     assert cli.main([*argv, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["n"] == 100  # llama3 scored only model 1
@@ -96,7 +96,7 @@ def test_stats_per_model_and_pairwise_ratings(book_db, capsys):
         "llama3": {"mean": pytest.approx(77.05), "n": 100},
     }
     assert report["models"][M2]["judges"]["gpt4"]["mean"] == pytest.approx(56.57)
-    assert report["models"][M1]["human"] == {"mean": pytest.approx(3.15), "n": 10}
+    assert report["models"][M1]["human"] == {"mean": pytest.approx(3.15), "n": 10, "grades": 20}
     assert report["models"][M2]["human"] is None
     human = report["pairwise"][analysis.HUMAN_BLIND]["models"]
     assert (human[M1]["wins"], human[M1]["win_rate"], human[M2]["losses"]) == (15, 0.75, 15)
@@ -125,7 +125,7 @@ def test_compare_two_models(book_db, shared_dir, capsys):
     gpt4 = report["differences"]["gpt4"]
     assert (gpt4["n"], gpt4["mean_difference"]) == (100, pytest.approx(np.mean(gpt4_2) - np.mean(gpt4_1)))
     assert gpt4["high"] < 0  # model 2 is really worse by GPT-4's scores
-    assert report["benchmark"] == {
+    assert report["benchmarks"]["mmlu · 0-shot · 50 q"] == {
         "n": 50,
         "accuracy_a": 0.8,
         "accuracy_b": 0.64,
@@ -136,7 +136,7 @@ def test_compare_two_models(book_db, shared_dir, capsys):
     assert report["pairwise"] is None
     assert cli.main(["compare", "--db", str(book_db), "--models", M1, M2, "--resamples", "100"]) == 0
     text = capsys.readouterr().out
-    assert "gpt4   100  74.09   56.57   -17.52" in text
-    assert "only A right 10, only B right 2; McNemar exact p = 0.039" in text
+    assert "gpt4   100  74.1    56.6    -17.5" in text
+    assert "only A right 10, only B right 2; McNemar exact p = 0.0386" in text
     assert cli.main(["compare", "--db", str(book_db), "--models", M1, "gpt2"]) == 2
     assert "unknown model (response key) 'gpt2'" in capsys.readouterr().err

@@ -419,7 +419,7 @@ def test_every_tab_renders_with_data(page):
     _open_tab(page, "Leaderboard")
     _wait_for_text(page, "#leaderboard-table", "Bradley-Terry")
     table = page.locator("#leaderboard-table").inner_text()
-    assert MODEL_1 in table and MODEL_2 in table and "mmlu acc_macro" in table and "0.5" in table
+    assert MODEL_1 in table and MODEL_2 in table and "mmlu · 0-shot · 4 q: acc_macro" in table and "0.5" in table
     _open_tab(page, "Agreement")
     _wait_for_text(page, "#agreement-table", "spearman")
     assert re.search(r"\b10[0-9]\b", page.locator("#agreement-table").inner_text())  # >= 100 responses

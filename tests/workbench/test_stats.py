@@ -153,11 +153,11 @@ def test_the_app_and_the_cli_show_the_same_rating_interval(book_db, capsys):
     for item in items[:2]:
         store.add_pairwise_grade(db, item["id"], "model 1 response", "model 2 response", "ann", "left", blind=True)
     outcomes = store.pairwise_outcomes(db, source="human", blind=True)
-    rows = leaderboard_rows(store.model_summary(db), outcomes, [])
+    rows = leaderboard_rows(store.model_summary(db), outcomes, {})
     db.close()
     assert {row["BT 95% CI"] for row in rows} == {"too few"}
     assert cli.main(["stats", "--db", str(book_db)]) == 0
-    human_table = capsys.readouterr().out.split("pairwise (human blind votes,")[1]
+    human_table = capsys.readouterr().out.split("pairwise (human blind votes,")[1].split("\npairwise (")[0]
     assert human_table.count("too few") == 2
 
 
@@ -174,3 +174,23 @@ def test_blind_votes_and_marks_with_names_shown_are_separate_sources(book_db):
     sources = analysis.model_stats(db, resamples=20)["pairwise"]
     assert sources[analysis.HUMAN_BLIND]["comparisons"] == sources[analysis.HUMAN_OPEN]["comparisons"] == 1
     db.close()
+
+
+def test_three_significant_digits_keep_whole_numbers_whole():
+    assert [stats.significant(v) for v in (74.09, 0.80512, -17.52, 0.0386, 3.15, 988.4)] == [
+        74.1,
+        0.805,
+        -17.5,
+        0.0386,
+        3.15,
+        988.0,
+    ]
+    assert stats.significant(1023.4) == 1023  # a rating keeps its whole points: not 1020
+    assert stats.significant(12345.6) == 12346
+    assert [stats.significant(v) for v in (7, None, 0.0)] == [7, None, 0.0]  # counts and blanks stay
+    assert math.isnan(stats.significant(float("nan")))
+    texts = [stats.significant_text(v) for v in (0.5, 74.09, 999.6, 1023.4, 4.123e-5, 0.0, None, float("nan"), 12)]
+    assert texts == ["0.500", "74.1", "1000", "1023", "4.12e-05", "0", "n/a", "n/a", "12"]
+    estimate = stats.Estimate(1023.4, 987.65, 1061.2)
+    assert stats.interval_text(estimate) == "[988, 1061]" == stats.bounds_text(987.65, 1061.2)
+    assert stats.bounds_text(0.69412, 0.8981) == "[0.694, 0.898]"

@@ -1,26 +1,45 @@
 """The Agreement tab: any two raters (judges, reviewers, the humans' mean) side by side, with a scatter plot.
 
-Reviewers who are not admins can compare only the judges and themselves.
+Reviewers who are not admins can compare only the judges and themselves. The figures are ``workbench
+agreement``'s (``analysis.pair_agreement``), for the same choice of alpha level.
 """
 
 from __future__ import annotations
 
-import gradio as gr
+from collections.abc import Sequence
 
-from workbench import store
+import gradio as gr
+import sqlite_utils
+
+from workbench import analysis, store
 from workbench.app import plots
 from workbench.app.core import SHOWN_RESAMPLES, App, agreement_row, rounded, table
+
+ALPHA_CHOICES = [
+    ("ordinal: whole 1-5 grades", "ordinal"),
+    ("interval: scores mapped onto 1-5, unrounded", "interval"),
+]
 
 
 def build(app: App) -> None:
     with gr.Row():
         first = gr.Dropdown(label="Rater 1", choices=[], elem_id="agreement-first")
         second = gr.Dropdown(label="Rater 2", choices=[], elem_id="agreement-second")
+        level = gr.Dropdown(
+            label="Krippendorff's alpha",
+            choices=ALPHA_CHOICES,
+            value=analysis.DEFAULT_ALPHA_LEVEL,
+            elem_id="agreement-alpha-level",
+        )
         refresh = gr.Button("Compare", variant="primary", elem_id="agreement-refresh")
+    gr.Markdown(
+        "Correlations on each rater's own scale; kappa and alpha on the 1-5 grades, other scales mapped "
+        "linearly onto them. A reviewer against the humans' mean is compared with the others' grades only."
+    )
     result = gr.Dataframe(label="Agreement", interactive=False, elem_id="agreement-table")
     plot = gr.Plot(label="Scores of both raters, one point per response", elem_id="agreement-plot")
 
-    def show(request: gr.Request, name, dataset, models, rater_a, rater_b):
+    def show(request: gr.Request, name, dataset, models, rater_a, rater_b, alpha_level):
         reviewer = app.optional_reviewer(name, request)
         with app.connect() as db:
             raters = store.rater_names(db)
@@ -30,20 +49,37 @@ def build(app: App) -> None:
             rater_b = rater_b if rater_b in raters else (raters[1] if len(raters) > 1 else None)
             if not rater_a or not rater_b:
                 return gr.update(choices=raters), gr.update(choices=raters), table([], ["n"]), None
-            a = store.rater_scores(db, rater_a, dataset=dataset or None, models=models or None)
-            b = store.rater_scores(db, rater_b, dataset=dataset or None, models=models or None)
-            scales = (store.rater_scale(db, rater_a), store.rater_scale(db, rater_b))
-        row = agreement_row(a, b, scales, resamples=SHOWN_RESAMPLES)
+            row, pair = agreement_table(
+                db, rater_a, rater_b, dataset=dataset or None, models=models or None, alpha_level=alpha_level
+            )
+        a, b = pair.scores
         common = sorted(a.keys() & b.keys())
-        figure = plots.scatter_figure([a[k] for k in common], [b[k] for k in common], rater_a, rater_b)
+        figure = plots.scatter_figure([a[k] for k in common], [b[k] for k in common], *pair.labels)
         return (
             gr.update(choices=raters, value=rater_a),
             gr.update(choices=raters, value=rater_b),
-            table([rounded(row)], list(row)),
+            table([row], list(row)),
             figure if common else None,
         )
 
-    inputs = [app.name_box, app.dataset, app.models, first, second]
+    inputs = [app.name_box, app.dataset, app.models, first, second, level]
     outputs = [first, second, result, plot]
     refresh.click(show, inputs=inputs, outputs=outputs)
+    level.input(show, inputs=inputs, outputs=outputs)
     app.refreshers["agreement"] = (show, inputs, outputs)
+
+
+def agreement_table(
+    db: sqlite_utils.Database,
+    rater_a: str,
+    rater_b: str,
+    *,
+    dataset: str | None = None,
+    models: Sequence[str] | None = None,
+    alpha_level: str | None = None,
+) -> tuple[dict, analysis.RaterPair]:
+    """The tab's row (who against whom, then ``agreement_row`` rounded for display) and the raters' scores."""
+    pair = analysis.rater_pair(db, rater_a, rater_b, dataset=dataset, models=models)
+    level = alpha_level or analysis.DEFAULT_ALPHA_LEVEL
+    row = agreement_row(*pair.scores, pair.scales, alpha_level=level, resamples=SHOWN_RESAMPLES)
+    return rounded({"rater 1": pair.labels[0], "rater 2": pair.labels[1], **row}), pair

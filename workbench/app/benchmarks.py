@@ -44,7 +44,7 @@ def build(app: App) -> None:
             gr.update(choices=labels, value=labels[chosen]),
             table(runs, RUN_COLUMNS),
             table(
-                [rounded(row, 4) for row in result_rows],
+                [rounded(row) for row in result_rows],
                 ["task", "subject", "metric", "value", "stderr", "n", "shots"],
             ),
             chart_path,

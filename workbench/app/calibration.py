@@ -10,9 +10,19 @@ from itertools import combinations
 
 import gradio as gr
 
-from workbench import store
+from workbench import analysis, stats, store
 from workbench.app.core import App, agreement_row, my_agreement_with_judges, rounded, table
 
+# two reviewers grade on 1-5 alike: all three kappas (``analysis.pair_agreement``); no intervals here
+BETWEEN_COLUMNS = [
+    "reviewers",
+    "n",
+    "spearman",
+    "pearson",
+    "kendall",
+    *(analysis.kappa_label(weights or "unweighted") for weights in stats.KAPPA_WEIGHTS),
+    analysis.alpha_label(analysis.DEFAULT_ALPHA_LEVEL),
+]
 CONSISTENCY_COLUMNS = ["reviewer", "blind_votes", "first_position_share", "repeats", "consistent", "self_consistency"]
 
 
@@ -40,7 +50,7 @@ def build(app: App) -> None:
             bias_rows = [rounded(row) for row in store.judge_position_bias(db)]
         return (
             mine,
-            table(pairs, ["reviewers", "n", "spearman", "pearson", "kendall", "kappa", "alpha"]),
+            table(pairs, BETWEEN_COLUMNS),
             table(reviewer_rows, CONSISTENCY_COLUMNS),
             table(bias_rows, ["judge", "comparisons", "first_position_share", "consistency"]),
         )

@@ -24,7 +24,7 @@ from typing import Any
 import gradio as gr
 import sqlite_utils
 
-from workbench import stats, store
+from workbench import analysis, stats, store
 
 MAX_COLUMNS = 4  # responses side by side
 LETTERS = "ABCD"
@@ -37,10 +37,10 @@ GRADE_ANCHORS = {
     5: "excellent",
 }
 GRADE_CHOICES = [(f"{score} · {anchor}", score) for score, anchor in GRADE_ANCHORS.items()]
-# Bootstrap resamples: few for the reviewer's own running agreement (its intervals are not shown), more where
-# the intervals are shown. workbench.stats' defaults (1000-2000) take seconds on a laptop CPU.
+# Bootstrap resamples: few for the reviewer's own running agreement (its intervals are not shown); where the
+# intervals are shown, as many as the command line takes by default, so that both show the same interval.
 LIVE_RESAMPLES = 30
-SHOWN_RESAMPLES = 300
+SHOWN_RESAMPLES = stats.DEFAULT_RESAMPLES
 SCRATCH_MAX_AGE_S = 600
 # a reviewer name nobody can type: a reviewer who has not given a name sees nobody's grades in the queue
 NO_REVIEWER = "\x00"
@@ -92,52 +92,55 @@ def number(text: str | None, label: str) -> float | None:
         raise fail(f"{label}: {text!r} is not a number") from None
 
 
-def rounded(record: dict, digits: int = 3) -> dict:
-    """The record with its floats rounded for display (counts, names and intervals unchanged)."""
-    return {key: round(value, digits) if isinstance(value, float) else value for key, value in record.items()}
-
-
-def on_grade_scale(value: float, scale: tuple[float, float]) -> int:
-    """A score mapped linearly onto the 1-5 grades, so that kappa and alpha compare like with like."""
-    low, high = scale
-    return int(round(1 + 4 * (value - low) / (high - low))) if high > low else 3
+def rounded(record: dict, digits: int = stats.SIGNIFICANT_DIGITS) -> dict:
+    """The record with its floats rounded for display to significant digits, as the command line prints them
+    (``stats.significant``: 74.09 -> 74.1, a rating of 1023.4 -> 1023); counts, names and intervals unchanged."""
+    return {
+        key: stats.significant(value, digits) if isinstance(value, float) else value for key, value in record.items()
+    }
 
 
 def agreement_row(
-    first: dict[int, float], second: dict[int, float], scales: tuple, *, resamples: int = LIVE_RESAMPLES
+    first: dict[int, float],
+    second: dict[int, float],
+    scales: tuple,
+    *,
+    alpha_level: str = analysis.DEFAULT_ALPHA_LEVEL,
+    resamples: int = LIVE_RESAMPLES,
 ) -> dict:
-    """Correlations (own scales), quadratic kappa and ordinal alpha (on 1-5) over the responses both scored.
-
-    ``workbench.stats`` does the maths; fewer than 3 shared responses give only the count.
-    """
-    common = sorted(first.keys() & second.keys())
-    row: dict[str, Any] = {"n": len(common)}
-    if len(common) < 3:
-        return row
-    a, b = [first[k] for k in common], [second[k] for k in common]
-    for correlation in stats.correlations(a, b, resamples=resamples):
-        row[correlation.method] = correlation.value
-        row[f"{correlation.method} 95% CI"] = f"{correlation.low:.2f} to {correlation.high:.2f}"
-    grades_a = [on_grade_scale(v, scales[0]) for v in a]
-    grades_b = [on_grade_scale(v, scales[1]) for v in b]
-    row["kappa"] = stats.cohen_kappa(grades_a, grades_b, weights="quadratic", categories=range(1, 6))
-    row["alpha"] = stats.krippendorff_alpha([grades_a, grades_b], level="ordinal")
+    """``analysis.pair_agreement`` (the statistics of ``workbench agreement``) as one table row, its columns
+    named as the command line names them; fewer than 3 shared responses give only the count."""
+    report = analysis.pair_agreement(first, second, scales, alpha_level=alpha_level, resamples=resamples)
+    row: dict[str, Any] = {"n": report["n"]}
+    if "means" in report:
+        row["mean 1"], row["mean 2"] = report["means"]
+    for correlation in report.get("correlations", ()):
+        method = correlation["method"]
+        row[method] = correlation["value"]
+        row[f"{method} 95% CI"] = stats.bounds_text(correlation["low"], correlation["high"])
+    for weights, kappa in report.get("kappa", {}).items():
+        row[analysis.kappa_label(weights)] = kappa
+    if "alpha" in report:
+        row[analysis.alpha_label(alpha_level)] = report["alpha"]
     return row
 
 
 def my_agreement_with_judges(db: sqlite_utils.Database, reviewer: str | None, dataset: str | None) -> dict:
     """The reviewer's running agreement with each judge (their own grades only)."""
-    columns = ["judge", "n", "spearman", "pearson", "kappa"]
+    columns = [
+        "judge",
+        "n",
+        "spearman",
+        "pearson",
+        analysis.kappa_label("quadratic"),
+        analysis.alpha_label(analysis.DEFAULT_ALPHA_LEVEL),
+    ]
     if not reviewer:
         return table([], columns)
-    me = f"reviewer:{reviewer}"
-    mine = store.rater_scores(db, me, dataset=dataset or None)
     rows = []
     for judge in store.score_judge_names(db):
-        rater = f"judge:{judge}"
-        scores = store.rater_scores(db, rater, dataset=dataset or None)
-        row = agreement_row(mine, scores, (store.rater_scale(db, me), store.rater_scale(db, rater)))
-        rows.append(rounded({"judge": judge, **row}))
+        pair = analysis.rater_pair(db, f"reviewer:{reviewer}", f"judge:{judge}", dataset=dataset or None)
+        rows.append(rounded({"judge": judge, **agreement_row(*pair.scores, pair.scales)}))
     return table(rows, columns)
 
 

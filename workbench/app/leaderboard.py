@@ -1,12 +1,13 @@
 """The Leaderboard tab: per model, grades, judge means, win rates, Bradley-Terry (with intervals), Elo and
-benchmark accuracy, from whichever source of comparisons the reviewer picks."""
+benchmark accuracy, from whichever source of comparisons the reviewer picks: the figures and sources of
+``workbench stats`` (``analysis.outcome_sources``, ``analysis.pairwise_summary``)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from workbench import stats, store
-from workbench.analysis import HUMAN_BLIND, HUMAN_OPEN
+from workbench import analysis, stats, store
+from workbench.analysis import HUMAN_BLIND
 from workbench.app.core import SHOWN_RESAMPLES, App, rounded, table
 
 # everyone's grades, aggregated: admins only (a reviewer's grading must not lean on the others')
@@ -19,7 +20,9 @@ def build(app: App) -> None:
         refresh = gr.Button("Refresh", elem_id="leaderboard-refresh")
     gr.Markdown(
         "Mean judge scores are on each judge's own scale. Ratings: Bradley-Terry (Elo scale) with "
-        "95% bootstrap intervals; ties count half."
+        "95% bootstrap intervals ('too few' under 10 comparisons or when a model won or lost them all); ties "
+        "count half. A reviewer's source holds their votes and, for pairs they did not vote on, what their "
+        "grades imply. Benchmark columns name their run: task · data folder · shots · questions."
     )
     board = gr.Dataframe(interactive=False, elem_id="leaderboard-table")
 
@@ -31,23 +34,18 @@ def build(app: App) -> None:
         admin = app.is_admin(request)
         me = f"reviewer:{app.optional_reviewer(name, request)}"
         with app.connect() as db:
-            outcomes_of = {  # blind votes and marks given with the names in view are separate sources
-                HUMAN_BLIND: lambda: store.pairwise_outcomes(db, source="human", dataset=dataset, blind=True),
-                HUMAN_OPEN: lambda: store.pairwise_outcomes(db, source="human", dataset=dataset, blind=False),
-                "judge pairwise verdicts": lambda: store.pairwise_outcomes(db, source="judge", dataset=dataset),
+            outcomes_of = {
+                source: read
+                for source, read in analysis.outcome_sources(db, dataset=dataset).items()
+                if admin or not (source == store.HUMANS or source.startswith("reviewer:")) or source == me
             }
-            for rater in store.rater_names(db):
-                if admin or rater.startswith("judge:") or rater == me:
-                    outcomes_of[rater] = lambda rater=rater: store.score_outcomes(db, rater, dataset=dataset)
             outcomes = outcomes_of[chosen_source]() if chosen_source in outcomes_of else []
             if not outcomes and not (keep_choice and chosen_source in outcomes_of):
                 chosen_source, outcomes = next(
                     ((name, found) for name, get in outcomes_of.items() if (found := get())),
                     (HUMAN_BLIND, []),
                 )
-            summary = store.model_summary(db, dataset=dataset)
-            accuracy = store.benchmark_accuracy(db)
-        rows = leaderboard_rows(summary, outcomes, accuracy)
+            rows = leaderboard_rows(store.model_summary(db, dataset=dataset), outcomes, analysis.benchmark_columns(db))
         if not admin:
             rows = [{k: v for k, v in row.items() if k not in ADMIN_COLUMNS} for row in rows]
         columns = list(rows[0]) if rows else ["model"]
@@ -62,32 +60,36 @@ def build(app: App) -> None:
     app.refreshers["leaderboard"] = (on_open, inputs, [source, board])
 
 
-def leaderboard_rows(summary: list[dict], outcomes: list, accuracy: list[dict]) -> list[dict]:
-    """One row per model: grades, judge means, win rate, Bradley-Terry (with CI) and Elo, accuracy."""
-    judges = sorted({judge for row in summary for judge in row["judges"]})
-    wins = stats.win_rates(outcomes)
-    ratings = stats.bradley_terry(outcomes, resamples=SHOWN_RESAMPLES)
-    elo = stats.elo_ratings(outcomes)
+def leaderboard_rows(
+    summary: list[dict], outcomes: list[stats.Outcome], benchmarks: dict[str, dict[str, float]]
+) -> list[dict]:
+    """One row per model, rounded for display: grades, judge means (``store.model_summary``), win rate,
+    Bradley-Terry (with CI) and Elo (``analysis.pairwise_summary``) and one column per benchmark configuration
+    (``analysis.benchmark_columns``): the figures ``workbench stats`` prints."""
+    judges = list(dict.fromkeys(judge for row in summary for judge in row["judges"]))
+    pairwise = analysis.pairwise_summary(outcomes, resamples=SHOWN_RESAMPLES)["models"]
     by_model = {row["model"]: row for row in summary}
-    models = list(by_model) + sorted({row["model"] for row in accuracy} - set(by_model))
+    benchmarked = {model for column in benchmarks.values() for model in column}
     rows = []
-    for model in models:
+    for model in list(by_model) + sorted(benchmarked - set(by_model)):
         row = by_model.get(model, {"responses": 0, "grades": 0, "mean_grade": None, "judges": {}})
-        record = {
-            "model": model,
-            "responses": row["responses"],
-            "human grades": row["grades"],
-            "mean human grade": row["mean_grade"],
-            **{f"mean {judge}": row["judges"].get(judge) for judge in judges},
-            "comparisons": wins.get(model, {}).get("n"),
-            "win rate": wins.get(model, {}).get("win_rate"),
-            "Bradley-Terry": ratings[model].value if model in ratings else None,
-            "BT 95% CI": stats.interval_text(ratings[model]) if model in ratings else None,
-            "Elo": elo.get(model),
-        }
-        for bench in accuracy:
-            if bench["model"] == model:
-                record[f"{bench['task']} {bench['metric']}"] = bench["accuracy"]
-        rows.append(rounded(record))
-    columns = list(dict.fromkeys(key for record in rows for key in record))
-    return [{column: record.get(column) for column in columns} for record in rows]
+        record = pairwise.get(model, {})
+        rating = record.get("bradley_terry")
+        rows.append(
+            rounded(
+                {
+                    "model": model,
+                    "responses": row["responses"],
+                    "human grades": row["grades"],
+                    "mean human grade": row["mean_grade"],
+                    **{f"mean {judge}": (row["judges"].get(judge) or {}).get("mean") for judge in judges},
+                    "comparisons": record.get("n"),
+                    "win rate": record.get("win_rate"),
+                    "Bradley-Terry": rating["value"] if rating else None,
+                    "BT 95% CI": stats.interval_text(stats.Estimate(**rating)) if rating else None,
+                    "Elo": record.get("elo"),
+                    **{column: values.get(model) for column, values in benchmarks.items()},
+                }
+            )
+        )
+    return rows

@@ -2,7 +2,9 @@
 
 A run is keyed by a cache key (model, weights, tasks, shots, limit, data) so that a rerun with the same
 settings is answered from here; a forced rerun replaces the old run in the transaction that writes the new
-one.
+one. Figures that compare models (the leaderboard, ``workbench stats`` and ``compare``) are kept apart per
+benchmark configuration: task, data folder, shots and number of questions, so that a 32-question sample and
+the full MMLU never share a column.
 """
 
 from __future__ import annotations
@@ -149,3 +151,72 @@ def benchmark_samples(
         }
         for row in rows
     ]
+
+
+# One row per (run, task): its configuration. A task's data folder is the ``dir`` its run's settings name under
+# the task (``settings["mmlu"]["dir"]``; tasks of lm-eval's own have none); its questions are the per-question
+# answers stored, or else the ``n`` of its overall results.
+_CONFIGURATIONS_SQL = """
+SELECT run.id AS run_id, m.id AS model_id, m.name AS model, t.task, run.num_fewshot AS shots,
+       json_extract(COALESCE(run.settings_json, '{}'), '$."' || t.task || '".dir') AS data_dir,
+       COALESCE(NULLIF((SELECT COUNT(*) FROM benchmark_samples s
+                        WHERE s.benchmark_run_id = run.id AND s.task = t.task), 0),
+                (SELECT MAX(br.n) FROM benchmark_results br
+                 WHERE br.benchmark_run_id = run.id AND br.task = t.task AND br.subject IS NULL)) AS questions
+FROM (SELECT benchmark_run_id AS run_id, task FROM benchmark_results
+      UNION SELECT benchmark_run_id, task FROM benchmark_samples) t
+JOIN benchmark_runs run ON run.id = t.run_id JOIN models m ON m.id = run.model_id
+"""
+CONFIGURATION = ("task", "data_dir", "shots", "questions")
+
+
+def _newest_configurations(db: sqlite_utils.Database, model: str | None = None) -> list[dict]:
+    """Per model and benchmark configuration, the newest run's row (``_CONFIGURATIONS_SQL``), in the order
+    task, data folder, shots, questions, model."""
+    where, params = ("WHERE m.name = ?", [model]) if model else ("", [])
+    newest: dict[tuple, dict] = {}
+    for row in db.query(f"{_CONFIGURATIONS_SQL} {where} ORDER BY run.id DESC", params):
+        newest.setdefault((row["model_id"], *(row[key] for key in CONFIGURATION)), row)
+    return sorted(
+        newest.values(),
+        key=lambda r: (r["task"], r["data_dir"] or "", r["shots"] or 0, r["questions"] or 0, r["model_id"]),
+    )
+
+
+def benchmark_accuracy(db: sqlite_utils.Database) -> list[dict]:
+    """Each model's overall accuracies (``acc``, MMLU's ``acc_macro``/``acc_micro``, ...) per benchmark
+    configuration (``CONFIGURATION`` keys), from its newest run of that configuration; two configurations are
+    never merged, whichever is newer."""
+    results: dict[tuple, list[dict]] = {}
+    for row in db.query(
+        "SELECT benchmark_run_id AS run_id, task, metric, value, stderr FROM benchmark_results "
+        "WHERE subject IS NULL AND metric LIKE 'acc%' ORDER BY metric"
+    ):
+        results.setdefault((row["run_id"], row["task"]), []).append(row)
+    return [
+        {
+            "model": configuration["model"],
+            **{key: configuration[key] for key in CONFIGURATION},
+            "metric": result["metric"],
+            "accuracy": result["value"],
+            "stderr": result["stderr"],
+        }
+        for configuration in _newest_configurations(db)
+        for result in results.get((configuration["run_id"], configuration["task"]), [])
+    ]
+
+
+def benchmark_correctness(db: sqlite_utils.Database, model: str) -> dict[tuple, dict[tuple, int]]:
+    """Per benchmark configuration (a tuple of the ``CONFIGURATION`` values) the model's per-question
+    correctness, (subject, doc id) -> 0/1, from its newest run of that configuration."""
+    found: dict[tuple, dict[tuple, int]] = {}
+    for configuration in _newest_configurations(db, model):
+        rows = db.query(
+            "SELECT subject, doc_id, correct FROM benchmark_samples "
+            "WHERE benchmark_run_id = ? AND task = ? AND correct IS NOT NULL",
+            [configuration["run_id"], configuration["task"]],
+        )
+        answers = {(row["subject"], row["doc_id"]): row["correct"] for row in rows}
+        if answers:
+            found[tuple(configuration[key] for key in CONFIGURATION)] = answers
+    return found

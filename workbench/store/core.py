@@ -485,20 +485,6 @@ def pairwise_grade_rows(db: sqlite_utils.Database, dataset: str | None = None) -
     )
 
 
-def judge_pairwise_rows(db: sqlite_utils.Database) -> list[dict]:
-    """Pairwise judge verdicts (``winner`` A/B/tie, already reconciled over both orders) in judging order."""
-    return list(
-        db.query(
-            "SELECT judges.name AS judge, judge_pairwise.item_id, model_a.name AS model_a, "
-            "model_b.name AS model_b, judge_pairwise.winner FROM judge_pairwise "
-            "JOIN judges ON judges.id = judge_pairwise.judge_id "
-            "JOIN models AS model_a ON model_a.id = judge_pairwise.model_a_id "
-            "JOIN models AS model_b ON model_b.id = judge_pairwise.model_b_id "
-            "WHERE judge_pairwise.winner IS NOT NULL ORDER BY judge_pairwise.id"
-        )
-    )
-
-
 # The CSV export: one row per judge score, human grade, adjudicated (final) grade and human pairwise grade.
 # Scores and grades refer to one response version (its text, version number and whether it is still current);
 # pairwise grades refer to an item and two models, so their response columns are empty.
@@ -609,16 +595,3 @@ def model_response_counts(db: sqlite_utils.Database) -> dict[str, int]:
             "LEFT JOIN responses ON responses.model_id = models.id GROUP BY models.id ORDER BY models.id"
         )
     }
-
-
-def benchmark_correctness(db: sqlite_utils.Database, model: str) -> dict[tuple, int]:
-    """Per-question correctness of a model's latest benchmark run covering each question."""
-    rows = db.query(
-        "SELECT benchmark_samples.task, benchmark_samples.subject, benchmark_samples.doc_id, "
-        "benchmark_samples.correct FROM benchmark_samples "
-        "JOIN benchmark_runs ON benchmark_runs.id = benchmark_samples.benchmark_run_id "
-        "WHERE benchmark_runs.model_id = ? AND benchmark_samples.correct IS NOT NULL "
-        "ORDER BY benchmark_runs.id",
-        [model_id(db, model)],
-    )
-    return {(row["task"], row["subject"], row["doc_id"]): row["correct"] for row in rows}

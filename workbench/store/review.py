@@ -518,6 +518,11 @@ def judge_position_bias(db: sqlite_utils.Database) -> list[dict]:
 HUMANS = "humans (mean grade)"
 
 
+def humans_label(exclude: str | None = None) -> str:
+    """How the humans' mean grade is named, with the reviewer left out of it when there is one."""
+    return f"humans (mean grade, without {exclude})" if exclude else HUMANS
+
+
 def rater_names(db: sqlite_utils.Database) -> list[str]:
     """Everyone who scores responses: ``judge:NAME``, ``reviewer:NAME`` and the humans' mean grade."""
     judges = [f"judge:{name}" for name in score_judge_names(db)]
@@ -531,12 +536,21 @@ def rater_scores(
     *,
     dataset: str | None = None,
     models: Sequence[str] | None = None,
+    exclude: str | None = None,
 ) -> dict[int, float]:
-    """response id -> score of one rater (a judge on its own scale, averaged over repeats; humans 1-5)."""
+    """response id -> score of one rater (a judge on its own scale, averaged over repeats; humans 1-5).
+
+    ``exclude`` (humans only) leaves one reviewer's grades out of the mean, so that a reviewer compared with
+    "the humans" is not compared with their own grades.
+    """
     params: dict = {}
     scope = _response_scope(dataset, models, None, params)
+    if exclude is not None and rater != HUMANS:
+        raise ValueError(f"only {HUMANS!r} can leave a reviewer out, not {rater!r}")
     if rater == HUMANS:
-        source = "SELECT response_id, AVG(score) AS score FROM grades GROUP BY response_id"
+        params["exclude"] = exclude
+        source = """SELECT g.response_id, AVG(g.score) AS score FROM grades g JOIN reviewers rv ON rv.id = g.reviewer_id
+                    WHERE :exclude IS NULL OR rv.name != :exclude GROUP BY g.response_id"""
     elif rater.startswith("judge:"):
         params["rater"] = rater.removeprefix("judge:")
         source = f"SELECT response_id, score FROM ({_JUDGE_MEANS_SQL}) WHERE judge = :rater"
@@ -568,59 +582,77 @@ def rater_scale(db: sqlite_utils.Database, rater: str) -> tuple[float, float]:
 
 
 def model_summary(db: sqlite_utils.Database, *, dataset: str | None = None) -> list[dict]:
-    """Per model: responses, human grades and their mean, and the mean score of each judge (own scale)."""
+    """Per model with responses in scope: responses; human grades, the responses they cover and the mean over
+    those responses of each one's mean grade (as in ``HUMANS``); per judge the mean over responses of its
+    per-response mean score (own scale) and the responses it scored. The app's leaderboard and
+    ``workbench stats`` both show these."""
     params: dict = {}
     scope = _response_scope(dataset, None, None, params)
     rows = list(
         db.query(
-            f"""SELECT m.name AS model, COUNT(DISTINCT r.id) AS responses, COUNT(g.id) AS grades,
-                       ROUND(AVG(g.score), 3) AS mean_grade
+            f"""SELECT m.name AS model, COUNT(r.id) AS responses, COALESCE(SUM(hm.grades), 0) AS grades,
+                       COUNT(hm.score) AS graded, AVG(hm.score) AS mean_grade
                 FROM responses r JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
-                JOIN models m ON m.id = r.model_id LEFT JOIN grades g ON g.response_id = r.id
+                JOIN models m ON m.id = r.model_id
+                LEFT JOIN (SELECT response_id, AVG(score) AS score, COUNT(*) AS grades FROM grades
+                           GROUP BY response_id) hm ON hm.response_id = r.id
                 WHERE {scope} GROUP BY m.id ORDER BY m.id""",
             params,
         )
     )
     judge_means = db.execute(
-        f"""SELECT m.name, jm.judge, ROUND(AVG(jm.score), 3)
+        f"""SELECT m.name, jm.judge, AVG(jm.score), COUNT(*)
             FROM ({_JUDGE_MEANS_SQL}) jm JOIN responses r ON r.id = jm.response_id
             JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
-            JOIN models m ON m.id = r.model_id WHERE {scope} GROUP BY m.id, jm.judge""",
+            JOIN models m ON m.id = r.model_id JOIN judges j ON j.name = jm.judge
+            WHERE {scope} GROUP BY m.id, jm.judge ORDER BY m.id, j.id""",
         params,
     ).fetchall()
-    by_model = {row["model"]: row for row in rows}
-    for model, judge, mean in judge_means:
-        by_model[model].setdefault("judges", {})[judge] = mean
-    for row in rows:
-        row.setdefault("judges", {})
-    return rows
+    by_model = {row["model"]: {**row, "judges": {}} for row in rows}
+    for model, judge, mean, count in judge_means:
+        by_model[model]["judges"][judge] = {"mean": mean, "n": count}
+    return list(by_model.values())
 
 
-def pairwise_outcomes(
-    db: sqlite_utils.Database, *, source: str = "human", dataset: str | None = None, blind: bool | None = None
-) -> list[tuple[str, str, float]]:
-    """(model_a, model_b, result) per comparison: 1.0 when a won, 0.0 when b won, 0.5 for a tie
-    (the outcome format of ``workbench.stats``).
+def pairwise_judge_names(db: sqlite_utils.Database) -> list[str]:
+    """Judges that compare two responses (each one a source of outcomes of its own)."""
+    return [row[0] for row in db.execute("SELECT name FROM judges WHERE mode = 'pairwise' ORDER BY id")]
 
-    ``source="human"``: every pairwise grade except the swapped-side repeats (they measure the reviewer, not
-    the models), only blind votes (``blind=True``) or only the Review tab's better/tie marks (``blind=False``),
-    which are given with the names in view; ``source="judge"``: pairwise judge verdicts (order-swapped and
-    reconciled already).
-    """
+
+# (item id, model_a, model_b, result): a comparison before it is reduced to an outcome of ``workbench.stats``
+_Comparison = tuple[str, str, str, float]
+
+
+def _comparisons(
+    db: sqlite_utils.Database,
+    source: str,
+    *,
+    dataset: str | None,
+    blind: bool | None = None,
+    judge: str | None = None,
+    reviewer: str | None = None,
+) -> list[_Comparison]:
+    """Explicit pairwise comparisons in the order they were given (see ``pairwise_outcomes``)."""
     params: dict = {}
     scope = _response_scope(dataset, None, None, params)
-    if blind is not None:
-        params["blind"] = int(blind)
-        scope += " AND pg.blind = :blind"
     if source == "human":
-        sql = f"""SELECT a.name, b.name, CASE pg.preference WHEN 'left' THEN 1.0 WHEN 'right' THEN 0.0
+        if blind is not None:
+            params["blind"] = int(blind)
+            scope += " AND pg.blind = :blind"
+        if reviewer is not None:
+            params["reviewer"] = reviewer
+            scope += " AND pg.reviewer_id = (SELECT id FROM reviewers WHERE name = :reviewer)"
+        sql = f"""SELECT i.id, a.name, b.name, CASE pg.preference WHEN 'left' THEN 1.0 WHEN 'right' THEN 0.0
                          ELSE 0.5 END
                   FROM pairwise_grades pg JOIN models a ON a.id = pg.left_model_id
                   JOIN models b ON b.id = pg.right_model_id JOIN items i ON i.id = pg.item_id
                   JOIN datasets d ON d.id = i.dataset_id
                   WHERE pg.repeat_of IS NULL AND {scope} ORDER BY pg.id"""
     elif source == "judge":
-        sql = f"""SELECT a.name, b.name, CASE jp.winner WHEN 'A' THEN 1.0 WHEN 'B' THEN 0.0 ELSE 0.5 END
+        if judge is not None:
+            params["judge"] = judge
+            scope += " AND jp.judge_id = (SELECT id FROM judges WHERE name = :judge)"
+        sql = f"""SELECT i.id, a.name, b.name, CASE jp.winner WHEN 'A' THEN 1.0 WHEN 'B' THEN 0.0 ELSE 0.5 END
                   FROM judge_pairwise jp JOIN models a ON a.id = jp.model_a_id
                   JOIN models b ON b.id = jp.model_b_id JOIN items i ON i.id = jp.item_id
                   JOIN datasets d ON d.id = i.dataset_id
@@ -628,6 +660,45 @@ def pairwise_outcomes(
     else:
         raise ValueError(f"unknown source {source!r}; expected 'human' or 'judge'")
     return [tuple(row) for row in db.execute(sql, params).fetchall()]
+
+
+def pairwise_outcomes(
+    db: sqlite_utils.Database,
+    *,
+    source: str = "human",
+    dataset: str | None = None,
+    blind: bool | None = None,
+    judge: str | None = None,
+) -> list[tuple[str, str, float]]:
+    """(model_a, model_b, result) per comparison: 1.0 when a won, 0.0 when b won, 0.5 for a tie
+    (the outcome format of ``workbench.stats``).
+
+    ``source="human"``: every pairwise grade except the swapped-side repeats (they measure the reviewer, not
+    the models), only blind votes (``blind=True``) or only the Review tab's better/tie marks (``blind=False``),
+    which are given with the names in view; ``source="judge"``: pairwise judge verdicts (order-swapped and
+    reconciled already), only ``judge``'s when given.
+    """
+    comparisons = _comparisons(db, source, dataset=dataset, blind=blind, judge=judge)
+    return [comparison[1:] for comparison in comparisons]
+
+
+def _score_comparisons(db: sqlite_utils.Database, rater: str, dataset: str | None) -> list[_Comparison]:
+    """Per item and model pair, the comparison one rater's single-response scores imply."""
+    scores = rater_scores(db, rater, dataset=dataset)
+    by_item: dict[str, list[tuple[int, str, float]]] = {}
+    for response_id, item, model_id, model in db.execute(
+        "SELECT r.id, r.item_id, r.model_id, m.name FROM responses r JOIN models m ON m.id = r.model_id"
+    ).fetchall():
+        if response_id in scores:
+            by_item.setdefault(item, []).append((model_id, model, scores[response_id]))
+    comparisons = []
+    for item, entries in by_item.items():
+        entries.sort()
+        for index, (_, model_a, score_a) in enumerate(entries):
+            for _, model_b, score_b in entries[index + 1 :]:
+                result = 1.0 if score_a > score_b else 0.0 if score_b > score_a else 0.5
+                comparisons.append((item, model_a, model_b, result))
+    return comparisons
 
 
 def score_outcomes(
@@ -638,41 +709,30 @@ def score_outcomes(
     The higher-scored response wins, equal scores tie; this turns judge scores (and grades) into the same
     comparisons as pairwise votes so that every rater gets win rates and a rating.
     """
-    scores = rater_scores(db, rater, dataset=dataset)
-    by_item: dict[str, list[tuple[int, str, float]]] = {}
-    for response_id, item, model_id, model in db.execute(
-        "SELECT r.id, r.item_id, r.model_id, m.name FROM responses r JOIN models m ON m.id = r.model_id"
-    ).fetchall():
-        if response_id in scores:
-            by_item.setdefault(item, []).append((model_id, model, scores[response_id]))
-    outcomes = []
-    for entries in by_item.values():
-        entries.sort()
-        for index, (_, model_a, score_a) in enumerate(entries):
-            for _, model_b, score_b in entries[index + 1 :]:
-                result = 1.0 if score_a > score_b else 0.0 if score_b > score_a else 0.5
-                outcomes.append((model_a, model_b, result))
-    return outcomes
+    return [comparison[1:] for comparison in _score_comparisons(db, rater, dataset)]
+
+
+def reviewer_outcomes(
+    db: sqlite_utils.Database, reviewer: str, *, dataset: str | None = None
+) -> list[tuple[str, str, float]]:
+    """Everything one reviewer said about which of two answers is better, each comparison counted once.
+
+    Their explicit votes first (blind votes and the Review tab's better/tie marks, without the swapped-side
+    repeats, in the order given), then the comparisons their 1-5 grades imply (``score_outcomes``) for the
+    item and model pairs they did not vote on: a vote says more than two grades, and a pair both voted on
+    and graded is one judgement, not two.
+    """
+    votes = _comparisons(db, "human", dataset=dataset, reviewer=reviewer)
+    voted = {(item, frozenset((a, b))) for item, a, b, _ in votes}
+    graded = [
+        comparison
+        for comparison in _score_comparisons(db, f"reviewer:{reviewer}", dataset)
+        if (comparison[0], frozenset(comparison[1:3])) not in voted
+    ]
+    return [comparison[1:] for comparison in votes + graded]
 
 
 # --- benchmarks and training --------------------------------------------------------------------------------
-
-
-def benchmark_accuracy(db: sqlite_utils.Database) -> list[dict]:
-    """Each model's overall accuracies per task (``acc``, MMLU's ``acc_macro``/``acc_micro``, ...) from its
-    newest run of that task, for the leaderboard."""
-    return list(
-        db.query(
-            """SELECT m.name AS model, br.task, br.metric, br.value AS accuracy, br.stderr, br.n
-               FROM benchmark_results br JOIN benchmark_runs run ON run.id = br.benchmark_run_id
-               JOIN models m ON m.id = run.model_id
-               WHERE br.subject IS NULL AND br.metric LIKE 'acc%'
-                 AND run.id = (SELECT MAX(r2.id) FROM benchmark_runs r2 JOIN benchmark_results b2
-                               ON b2.benchmark_run_id = r2.id
-                               WHERE r2.model_id = run.model_id AND b2.task = br.task)
-               ORDER BY br.task, br.metric, m.id"""
-        )
-    )
 
 
 def training_models(db: sqlite_utils.Database) -> list[str]:
