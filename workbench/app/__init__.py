@@ -34,7 +34,7 @@ from workbench.app import (
     queues,
     training,
 )
-from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, guidelines_html, md
+from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, guidelines_html, inline, md
 from workbench.app.review import ReviewTab, saved_text
 
 KEYBOARD_JS = (Path(__file__).with_name("keyboard.js")).read_text(encoding="utf-8")
@@ -137,8 +137,9 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
     tab hands out the campaign's items beside its guidelines."""
     saved_name = gr.BrowserState("", storage_key=NAME_STORAGE_KEY)
     current_dataset = gr.State(None)
+    current_campaign = gr.State("")
     item_outputs = review.item_outputs()
-    scope_outputs = [app.dataset, app.models, current_dataset, app.guidelines_panel, app.guidelines]
+    scope_outputs = [app.dataset, app.models, current_dataset, current_campaign, app.guidelines_panel, app.guidelines]
 
     def scope(db, request, reviewer, campaign, dataset, filters) -> list:
         """The scope bar and the first item for a campaign, or for ``dataset`` (None: the one with most models)."""
@@ -161,6 +162,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
             gr.update(choices=datasets, value=dataset, interactive=found is None),
             _models_update(all_models, models, store.blind_review(db, dataset), locked=found is not None),
             dataset,
+            found.name if found else "",
             gr.update(visible=found is not None),
             guidelines_html(found.guidelines) if found else "",
             *rendered,
@@ -186,16 +188,19 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
     )
 
     def on_campaign(request: gr.Request, name, item_key, *rest):
-        marks, (campaign, current, filters) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        marks, (campaign, shown, current, filters) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
+        if (campaign or "") == (shown or ""):  # tabbing through the picker is not a change of campaign
+            return [gr.update()] * (len(scope_outputs) + len(item_outputs))
         reviewer = app.optional_reviewer(name, request)
         with app.connect() as db:
             review.keep_marks(db, reviewer, item_key, marks, current)
             return scope(db, request, reviewer, campaign, current, filters)
 
+    outputs = [*scope_outputs, *item_outputs]
     app.campaign.input(
-        on_campaign,
-        inputs=[*review.mark_inputs, app.campaign, current_dataset, app.queue_settings],
-        outputs=[*scope_outputs, *item_outputs],
+        inline(on_campaign, outputs, review.status),
+        inputs=[*review.mark_inputs, app.campaign, current_campaign, current_dataset, app.queue_settings],
+        outputs=outputs,
         show_progress="hidden",
     )
 
@@ -213,10 +218,11 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
             blind_now = store.blind_review(db, dataset)
         return _models_update(all_models, models, blind_now), dataset, *rendered
 
+    outputs = [app.models, current_dataset, *item_outputs]
     app.dataset.input(
-        on_dataset,
+        inline(on_dataset, outputs, review.status),
         inputs=[*review.mark_inputs, app.dataset, current_dataset, app.queue_settings],
-        outputs=[app.models, current_dataset, *item_outputs],
+        outputs=outputs,
         show_progress="hidden",  # tabbing through the picker fires this too: no spinner over the grades
     )
 
@@ -227,20 +233,36 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
             item_id, _, _ = review.keep_marks(db, reviewer, item_key, marks, dataset)
             return review.render(db, item_id, dataset, models, reviewer, fresh=True)
 
-    app.models.input(on_models, inputs=[*review.mark_inputs, app.dataset, app.models], outputs=item_outputs)
+    app.models.input(
+        inline(on_models, item_outputs, review.status),
+        inputs=[*review.mark_inputs, app.dataset, app.models],
+        outputs=item_outputs,
+    )
 
-    name_outputs = [saved_name, *review.grades, *review.comments, review.better, *review.autosave_outputs]
+    # Set by a name given while a campaign shows no item yet; its change hands out the first item. A second event
+    # chained to every name change would carry the item's outputs (the grades among them) after every name, and
+    # a click landing meanwhile could be undone: this one only fires when no item is on screen.
+    campaign_start = gr.Textbox(visible=False, elem_id="campaign-start")
+    name_outputs = [
+        saved_name,
+        *review.grades,
+        *review.comments,
+        review.better,
+        *review.autosave_outputs,
+        campaign_start,
+    ]
 
     def on_name(request: gr.Request, name, item_key, *rest):
         """A new name keeps the marks on screen (stored under it) and shows that reviewer's own earlier
         marks only where the screen has none, so a click racing this event is never undone."""
         marks, (remembered, dataset, scope_models, campaign) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
-        unchanged = [gr.update()] * (len(name_outputs) - 1)
+        start = reviewer_name(name, request) if campaign and not item_key else gr.update()
+        unchanged = [gr.update()] * (len(name_outputs) - 2)
         if getattr(request, "username", None):
-            return gr.update(), *unchanged
+            return gr.update(), *unchanged, start
         reviewer = (name or "").strip() or None
         if reviewer == ((remembered or "").strip() or None):
-            return gr.update(), *unchanged
+            return gr.update(), *unchanged, start
         with app.connect() as db:
             item_id, shown, _ = review.keep_marks(db, reviewer, item_key, marks, dataset)
             models = [model for _, model in shown]
@@ -259,7 +281,15 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
             models = [] if campaign else review.resolve_models(db, dataset, scope_models)
             progress = review.progress_text(db, reviewer, dataset, models, campaign=campaign)
         status = "" if reviewer else "Enter your name to grade."
-        return reviewer or "", *grades, *comments, better, *statuses, status, progress, reveal
+        return reviewer or "", *grades, *comments, better, *statuses, status, progress, reveal, start
+
+    for event in (app.name_box.blur, app.name_box.submit):
+        event(
+            inline(on_name, name_outputs, review.status),
+            inputs=[*review.mark_inputs, saved_name, app.dataset, app.models, app.campaign],
+            outputs=name_outputs,
+            show_progress="hidden",  # a spinner over the grades would swallow the click that follows
+        )
 
     def first_campaign_item(request: gr.Request, name, item_key, campaign):
         """In a campaign nothing is on screen until a name is given; then the reviewer's first item."""
@@ -269,18 +299,12 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
         with app.connect() as db:
             return review.first_in_campaign(db, campaign, reviewer)
 
-    for event in (app.name_box.blur, app.name_box.submit):
-        event(
-            on_name,
-            inputs=[*review.mark_inputs, saved_name, app.dataset, app.models, app.campaign],
-            outputs=name_outputs,
-            show_progress="hidden",  # a spinner over the grades would swallow the click that follows
-        ).then(
-            first_campaign_item,
-            inputs=[app.name_box, review.item_key, app.campaign],
-            outputs=item_outputs,
-            show_progress="hidden",
-        )
+    campaign_start.change(
+        first_campaign_item,
+        inputs=[app.name_box, review.item_key, app.campaign],
+        outputs=item_outputs,
+        show_progress="hidden",
+    )
 
 
 def _models_update(all_models: list[str], chosen: list[str], blind_now: bool, *, locked: bool = False) -> Any:
@@ -288,6 +312,11 @@ def _models_update(all_models: list[str], chosen: list[str], blind_now: bool, *,
     if blind_now:
         return gr.update(choices=[], value=[], visible=False)
     return gr.update(choices=all_models, value=chosen, visible=True, interactive=not locked)
+
+
+def reviewer_name(name: str | None, request: gr.Request) -> str:
+    """Who is asking: the signed-in user, else the name typed (may be empty)."""
+    return getattr(request, "username", None) or (name or "").strip()
 
 
 def campaign_choices(open_campaigns: list[str], chosen: str) -> Any:

@@ -15,7 +15,7 @@ import json
 import gradio as gr
 
 from workbench import store
-from workbench.app.core import GRADE_CHOICES, LETTERS, MAX_COLUMNS, App, md, refusal, table
+from workbench.app.core import GRADE_CHOICES, LETTERS, MAX_COLUMNS, App, Refused, inline, md, table
 
 QUEUE_COLUMNS = ["item", "grade_spread", "opposite_votes", "reviewers", "resolved", "instruction"]
 
@@ -99,14 +99,7 @@ def build(app: App) -> None:
         ]
 
     def show(request: gr.Request, picked, only_unresolved):
-        if not app.is_admin(request):
-            return (
-                gr.update(),
-                table([], ["admins only"]),
-                [],
-                refusal("Only admins can adjudicate."),
-                *render(None, None, None),
-            )
+        app.require_admin(request, "adjudicate")
         with app.connect() as db:
             names = store.campaign_names(db)
             picked = picked if picked in names else (names[0] if names else None)
@@ -132,33 +125,31 @@ def build(app: App) -> None:
 
     shown = [campaign, queue_table, item_ids, status, *item_outputs]
     for trigger in (refresh.click, campaign.input, unresolved.input):
-        trigger(show, inputs=[campaign, unresolved], outputs=shown)
-    app.refreshers["adjudication"] = (show, [campaign, unresolved], shown)
+        trigger(inline(show, shown, status), inputs=[campaign, unresolved], outputs=shown)
+    app.refreshers["adjudication"] = (inline(show, shown, status), [campaign, unresolved], shown)
 
     def open_row(event: gr.SelectData, request: gr.Request, ids, picked):
-        if not app.is_admin(request):
-            return refusal("Only admins can adjudicate."), *[gr.update()] * len(item_outputs)
+        app.require_admin(request, "adjudicate")
         row = event.index[0]
         if row >= len(ids):
-            return refusal("That row is gone: press Show."), *[gr.update()] * len(item_outputs)
+            raise Refused("That row is gone: press Show.")
         with app.connect() as db:
             return "", *render(db, picked, ids[row])
 
-    queue_table.select(open_row, inputs=[item_ids, campaign], outputs=[status, *item_outputs])
+    row_outputs = [status, *item_outputs]
+    queue_table.select(inline(open_row, row_outputs, status), inputs=[item_ids, campaign], outputs=row_outputs)
 
     def saver(move_on: bool):
         def handler(request: gr.Request, name_box, item_key, ids, *values):
-            unchanged = [gr.update()] * len(item_outputs)
-            if not app.is_admin(request):
-                return refusal("Only admins can adjudicate."), *unchanged
+            app.require_admin(request, "adjudicate")
             opened = json.loads(item_key or "null")
             if not opened:
-                return refusal("Choose an item in the table first."), *unchanged
+                raise Refused("Choose an item in the table first.")
             grades, texts_typed = values[:MAX_COLUMNS], values[MAX_COLUMNS:]
             responses = opened["responses"]
             missing = [LETTERS[i] for i in range(len(responses)) if grades[i] is None]
             if missing:
-                return refusal(f"Give a final grade to every response (missing: {', '.join(missing)})."), *unchanged
+                raise Refused(f"Give a final grade to every response (missing: {', '.join(missing)}).")
             adjudicator = app.optional_reviewer(name_box, request) or "admin"
             finals_given = [(response, int(grades[i]), texts_typed[i] or "") for i, response in enumerate(responses)]
             with app.connect() as db:
@@ -176,8 +167,8 @@ def build(app: App) -> None:
         return handler
 
     save_inputs = [app.name_box, key, item_ids, *finals, *notes]
-    save.click(saver(False), inputs=save_inputs, outputs=[status, *item_outputs])
-    save_next.click(saver(True), inputs=save_inputs, outputs=[status, *item_outputs])
+    for button, move_on in ((save, False), (save_next, True)):
+        button.click(inline(saver(move_on), row_outputs, status), inputs=save_inputs, outputs=row_outputs)
 
 
 def _grades_html(grades: list[dict]) -> str:

@@ -15,6 +15,7 @@ from workbench import analysis, store
 from workbench.app import plots
 from workbench.app.core import SHOWN_RESAMPLES, App, agreement_row, rounded, table
 
+NEED_TWO = "Two raters are needed: run `workbench judge`, import a judge's scores, or grade in Review."
 ALPHA_CHOICES = [
     ("ordinal: whole 1-5 grades", "ordinal"),
     ("interval: scores mapped onto 1-5, unrounded", "interval"),
@@ -48,7 +49,7 @@ def build(app: App) -> None:
             rater_a = rater_a if rater_a in raters else (raters[0] if raters else None)
             rater_b = rater_b if rater_b in raters else (raters[1] if len(raters) > 1 else None)
             if not rater_a or not rater_b:
-                return gr.update(choices=raters), gr.update(choices=raters), table([], ["n"]), None
+                return gr.update(choices=raters), gr.update(choices=raters), table([], ["n"], empty=NEED_TWO), None
             row, pair = agreement_table(
                 db, rater_a, rater_b, dataset=dataset or None, models=models or None, alpha_level=alpha_level
             )

@@ -10,9 +10,10 @@ from __future__ import annotations
 import gradio as gr
 
 from workbench import store
-from workbench.app.core import App, inform
+from workbench.app.core import App, Refused, inline
 
 BOTH_BAD = "both bad"
+NO_PAIR = "No pair left for you to vote on with this data set and these models: pick others at the top."
 
 
 def build(app: App) -> None:
@@ -35,6 +36,7 @@ def build(app: App) -> None:
             vote_right = gr.Button("B is better", elem_id="blind-right", interactive=False)
             vote_bad = gr.Button("Both are bad", elem_id="blind-both-bad", interactive=False)
         comment = gr.Textbox(label="Comment (optional, stored with your vote)", lines=1, elem_id="blind-comment")
+        status = gr.Markdown(elem_id="blind-status")
         reveal = gr.Textbox(label="Models (shown after your vote)", interactive=False, elem_id="blind-reveal")
         next_pair = gr.Button("Next pair (n)", variant="primary", elem_id="blind-next")
     buttons = [vote_left, vote_tie, vote_right, vote_bad]
@@ -54,16 +56,15 @@ def build(app: App) -> None:
                 rng=app.rng,
             )
         if chosen is None:
-            inform("No pair left for you to vote on with this data set and these models.")
-            return None, "", "", "", "", "", "", *idle_buttons
+            return None, "", "", "", "", "", "", *idle_buttons, NO_PAIR
         texts = (chosen["instruction"], chosen["input"], chosen["left_text"], chosen["right_text"])
-        return chosen, *texts, "", "", *fresh_buttons
+        return chosen, *texts, "", "", *fresh_buttons, ""
 
     def vote(choice: str):
         def record(request: gr.Request, name, current, note):
             reviewer = app.reviewer(name, request)
             if not current:
-                raise gr.Error("Load a pair first (Next pair).")
+                raise Refused("Load a pair first (Next pair).")
             with app.connect() as db:
                 store.add_pairwise_grade(
                     db,
@@ -81,18 +82,27 @@ def build(app: App) -> None:
             marked = [  # the vote given stays marked; no second vote on this pair
                 gr.update(interactive=False, variant="primary" if value == choice else "secondary") for value in votes
             ]
-            return None, names, *marked
+            return None, names, *marked, "Vote stored."
 
         return record
 
     def load_if_idle(request: gr.Request, name, dataset, models, current):
         """Opening the tab shows a pair right away, unless one is waiting for a vote (or no name yet)."""
         if current or not app.optional_reviewer(name, request):
-            return [gr.update()] * (7 + len(buttons))
+            return [gr.update()] * (8 + len(buttons))
         return load_pair(request, name, dataset, models)
 
-    pair_outputs = [pair, instruction, input_box, left, right, reveal, comment, *buttons]
-    next_pair.click(load_pair, inputs=[app.name_box, app.dataset, app.models], outputs=pair_outputs)
-    app.refreshers["blind"] = (load_if_idle, [app.name_box, app.dataset, app.models, pair], pair_outputs)
+    pair_outputs = [pair, instruction, input_box, left, right, reveal, comment, *buttons, status]
+    next_pair.click(
+        inline(load_pair, pair_outputs, status), inputs=[app.name_box, app.dataset, app.models], outputs=pair_outputs
+    )
+    app.refreshers["blind"] = (
+        inline(load_if_idle, pair_outputs, status),
+        [app.name_box, app.dataset, app.models, pair],
+        pair_outputs,
+    )
+    vote_outputs = [pair, reveal, *buttons, status]
     for button, choice in zip(buttons, votes, strict=True):
-        button.click(vote(choice), inputs=[app.name_box, pair, comment], outputs=[pair, reveal, *buttons])
+        button.click(
+            inline(vote(choice), vote_outputs, status), inputs=[app.name_box, pair, comment], outputs=vote_outputs
+        )

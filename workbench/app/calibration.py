@@ -23,6 +23,9 @@ BETWEEN_COLUMNS = [
     *(analysis.kappa_label(weights or "unweighted") for weights in stats.KAPPA_WEIGHTS),
     analysis.alpha_label(analysis.DEFAULT_ALPHA_LEVEL),
 ]
+NO_PAIRS = "No two reviewers have graded the same responses yet: a campaign with overlap 2 gives every item two."
+NO_BLIND_VOTES = "No blind votes yet: vote in the Blind A/B tab (some pairs come back with sides swapped)."
+NO_PAIRWISE_JUDGE = "No pairwise judge verdicts yet: run `workbench judge --mode pairwise --response-key A B ...`."
 CONSISTENCY_COLUMNS = ["reviewer", "blind_votes", "first_position_share", "repeats", "consistent", "self_consistency"]
 
 
@@ -50,9 +53,13 @@ def build(app: App) -> None:
             bias_rows = [rounded(row) for row in store.judge_position_bias(db)]
         return (
             mine,
-            table(pairs, BETWEEN_COLUMNS),
-            table(reviewer_rows, CONSISTENCY_COLUMNS),
-            table(bias_rows, ["judge", "comparisons", "first_position_share", "consistency"]),
+            table(
+                pairs,
+                BETWEEN_COLUMNS,
+                empty=NO_PAIRS if admin else "Admins only: reviewers never see each other's grades.",
+            ),
+            table(reviewer_rows, CONSISTENCY_COLUMNS, empty=NO_BLIND_VOTES),
+            table(bias_rows, ["judge", "comparisons", "first_position_share", "consistency"], empty=NO_PAIRWISE_JUDGE),
         )
 
     outputs = [me_vs_judges, between, consistency, judge_bias]

@@ -13,7 +13,7 @@ import gradio as gr
 
 from trainer.errors import UserError
 from workbench import importing, store
-from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, md, refusal, table
+from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, Refused, inline, md, table
 
 OVERVIEW_COLUMNS = ["campaign", "dataset", "split", "models", "overlap", "items", "complete", "reviews", "status"]
 REVIEWER_COLUMNS = ["reviewer", "done", "in_progress", "last_done"]
@@ -103,8 +103,7 @@ def build(app: App) -> None:
     dataset.input(scope_of, inputs=dataset, outputs=[models, split])
 
     def do_create(request: gr.Request, name_box, new_name, picked_dataset, picked_models, picked_split, quota, text):
-        if not app.is_admin(request):
-            return refusal("Only admins can create campaigns."), *[gr.update()] * 5
+        app.require_admin(request, "create campaigns")
         creator = app.optional_reviewer(name_box, request)
         try:
             with app.connect() as db:
@@ -121,25 +120,25 @@ def build(app: App) -> None:
                 items = store.campaign_progress(db, campaign.name)["items"]
                 open_campaigns = store.campaign_names(db, open_only=True)
         except UserError as exc:
-            return refusal(f"Not created: {exc}"), *[gr.update()] * 5
+            raise Refused(f"Not created: {exc}") from exc
         message = (
             f"Created campaign **{md(campaign.name)}**: {items} items, {campaign.overlap} reviewer(s) each. "
             "Reviewers pick it in **Campaign** at the top."
         )
         return message, *show(request, name_box, campaign.name)[:4], gr.update(choices=[FREE_REVIEW, *open_campaigns])
 
+    create_outputs = [status, overview, chosen, progress, reviewers, app.campaign]
     create.click(
-        do_create,
+        inline(do_create, create_outputs, status),
         inputs=[app.name_box, name, dataset, models, split, overlap, guidelines],
-        outputs=[status, overview, chosen, progress, reviewers, app.campaign],
+        outputs=create_outputs,
     )
 
     def set_open(reopen_it: bool):
         def handler(request: gr.Request, name_box, picked):
-            if not app.is_admin(request):
-                return refusal("Only admins can close or reopen campaigns."), *[gr.update()] * 4
+            app.require_admin(request, "close or reopen campaigns")
             if not picked:
-                return refusal("Choose a campaign first."), *[gr.update()] * 4
+                raise Refused("Choose a campaign first.")
             with app.connect() as db:
                 campaign = store.close_campaign(db, picked, reopen=reopen_it)
             state = "open again" if campaign.is_open else "closed: nothing more is handed out"
@@ -147,24 +146,22 @@ def build(app: App) -> None:
 
         return handler
 
+    open_outputs = [status, overview, chosen, progress, reviewers]
     for button, reopen_it in ((close, False), (reopen, True)):
         button.click(
-            set_open(reopen_it),
-            inputs=[app.name_box, chosen],
-            outputs=[status, overview, chosen, progress, reviewers],
+            inline(set_open(reopen_it), open_outputs, status), inputs=[app.name_box, chosen], outputs=open_outputs
         )
 
     def do_export(request: gr.Request, picked):
-        if not app.is_admin(request):
-            return refusal("Only admins can export grades."), None
+        app.require_admin(request, "export grades")
         if not picked:
-            return refusal("Choose a campaign first."), None
+            raise Refused("Choose a campaign first.")
         out = app.scratch_file(f"campaign-{picked}.json" if picked.isidentifier() else "campaign.json")
         with app.connect() as db:
             count = importing.export(db, "campaign", out, campaign=picked)
         return f"Exported {count} items with raw, adjudicated and final grades.", str(out)
 
-    export.click(do_export, inputs=[chosen], outputs=[status, download])
+    export.click(inline(do_export, [status, download], status), inputs=[chosen], outputs=[status, download])
 
 
 def _progress_text(progress: dict) -> str:

@@ -2,12 +2,13 @@
 tables and the agreement rows that Review and Calibration both show.
 
 Everything that comes from data (instructions, responses, rationales, names, file names in errors) reaches
-the page as text: Textbox and Dataframe values, or HTML/Markdown built with ``html.escape``. Pop-ups render
-HTML, so ``fail`` and ``inform`` escape their message.
+the page as text: Textbox and Dataframe values, or HTML/Markdown built with ``html.escape``. The app shows no
+pop-ups: a refusal (``Refused``) is written into the tab's own status line by ``inline``, escaped, and stays.
 """
 
 from __future__ import annotations
 
+import functools
 import html
 import random
 import re
@@ -44,6 +45,9 @@ SHOWN_RESAMPLES = stats.DEFAULT_RESAMPLES
 SCRATCH_MAX_AGE_S = 600
 # a reviewer name nobody can type: a reviewer who has not given a name sees nobody's grades in the queue
 NO_REVIEWER = "\x00"
+NO_JUDGE_SCORES = (
+    "No judge scores yet: run `workbench judge --db DB --judge-model MODEL` (or `workbench import-scores`)."
+)
 # the campaign picker's choice for reviewing without a campaign
 FREE_REVIEW = ("(none: free review)", "")
 
@@ -53,13 +57,28 @@ def md(text: Any) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|~>$])", r"\\\1", html.escape(str(text), quote=False))
 
 
-def fail(message: str) -> gr.Error:
-    """An error pop-up whose text stays text (Gradio renders pop-up messages as HTML)."""
-    return gr.Error(html.escape(message))
+class Refused(Exception):
+    """A request the app turns down (no name yet, not an admin, a bad number). Handlers wrapped by ``inline``
+    show it in their tab's status line, where it stays, and change nothing else on the page: no pop-up that
+    vanishes, no red error badge over the inputs."""
 
 
-def inform(message: str) -> None:
-    gr.Info(html.escape(message))
+def inline(handler: Callable, outputs: Sequence, status: Any) -> Callable:
+    """``handler`` with every ``Refused`` turned into a message in ``status`` (one of ``outputs``); the other
+    outputs are left as they are. Gradio reads the wrapped function's signature (``functools.wraps``), so
+    ``gr.Request`` and event data still reach it."""
+    position = next(index for index, output in enumerate(outputs) if output is status)
+
+    @functools.wraps(handler)
+    def guarded(*args, **kwargs):
+        try:
+            return handler(*args, **kwargs)
+        except Refused as refused:
+            values: list = [gr.update()] * len(outputs)
+            values[position] = refusal(str(refused))
+            return values[0] if len(outputs) == 1 else values
+
+    return guarded
 
 
 def guidelines_html(text: str) -> str:
@@ -89,7 +108,7 @@ def number(text: str | None, label: str) -> float | None:
     try:
         return float(text)
     except ValueError:
-        raise fail(f"{label}: {text!r} is not a number") from None
+        raise Refused(f"{label}: {text!r} is not a number") from None
 
 
 def rounded(record: dict, digits: int = stats.SIGNIFICANT_DIGITS) -> dict:
@@ -136,12 +155,12 @@ def my_agreement_with_judges(db: sqlite_utils.Database, reviewer: str | None, da
         analysis.alpha_label(analysis.DEFAULT_ALPHA_LEVEL),
     ]
     if not reviewer:
-        return table([], columns)
+        return table([], columns, empty="Enter your name (top left) to see your agreement with the judges.")
     rows = []
     for judge in store.score_judge_names(db):
         pair = analysis.rater_pair(db, f"reviewer:{reviewer}", f"judge:{judge}", dataset=dataset or None)
         rows.append(rounded({"judge": judge, **agreement_row(*pair.scores, pair.scales)}))
-    return table(rows, columns)
+    return table(rows, columns, empty=NO_JUDGE_SCORES)
 
 
 class ProgressCounts:
@@ -240,13 +259,13 @@ class App:
             return username
         name = (name or "").strip()
         if not name:
-            raise fail("Enter your name (top left) before grading, so that your grades are yours.")
+            raise Refused("Enter your name (top left) before grading, so that your grades are yours.")
         return name
 
     def optional_reviewer(self, name: str | None, request: gr.Request | None) -> str | None:
         try:
             return self.reviewer(name, request)
-        except gr.Error:
+        except Refused:
             return None
 
     def role(self, request: gr.Request | None) -> str:
@@ -261,7 +280,7 @@ class App:
 
     def require_admin(self, request: gr.Request | None, action: str) -> None:
         if not self.is_admin(request):
-            raise fail(f"Only admins can {action}.")
+            raise Refused(f"Only admins can {action}.")
 
     def queue_filter(self, dataset, models, filters: Sequence, reviewer: str | None, request) -> store.QueueFilter:
         """The queue the reviewer asked for; a reviewer who is not an admin sees only their own grades."""

@@ -15,7 +15,7 @@ import gradio as gr
 
 from trainer.errors import UserError
 from workbench import importing, store
-from workbench.app.core import App, fail
+from workbench.app.core import App, Refused, inline
 
 
 def build(app: App) -> None:
@@ -40,6 +40,7 @@ def build(app: App) -> None:
             response_key = gr.Textbox(label="Model the scores are for (scores)", elem_id="data-response-key")
             import_button = gr.Button("Import", variant="primary", elem_id="data-import")
     result = gr.Textbox(label="Import result", interactive=False, elem_id="data-result")
+    status = gr.Markdown(elem_id="data-status")
     with gr.Row():
         fmt = gr.Dropdown(importing.EXPORT_FORMATS, value="json", label="Export format", elem_id="export-format")
         export_button = gr.Button("Export", elem_id="data-export")
@@ -55,7 +56,7 @@ def build(app: App) -> None:
     def do_import(request: gr.Request, uploaded, what, dataset_name, model_name, judge_name, key):
         app.require_admin(request, "import files")
         if not uploaded:
-            raise fail("Choose a file to upload first.")
+            raise Refused("Choose a file to upload first.")
         folder = Path(tempfile.mkdtemp(prefix="workbench-upload-"))
         try:
             paths = [Path(shutil.copy(path, folder / Path(path).name)) for path in uploaded]
@@ -72,10 +73,10 @@ def build(app: App) -> None:
                 datasets = store.dataset_names(db)  # a new data set can be picked at once, without a reload
         except UserError as exc:
             message = str(exc).replace(str(folder) + "/", "")
-            return f"Nothing was imported: {message}", gr.update()
+            return f"Nothing was imported: {message}", gr.update(), ""
         finally:
             shutil.rmtree(folder, ignore_errors=True)
-        return "\n".join(summary.describe() for summary in summaries), gr.update(choices=datasets)
+        return "\n".join(summary.describe() for summary in summaries), gr.update(choices=datasets), ""
 
     def do_export(request: gr.Request, chosen_format, current_dataset):
         app.require_admin(request, "export grades and scores")
@@ -85,20 +86,27 @@ def build(app: App) -> None:
             with app.connect() as db:
                 importing.export(db, chosen_format, out, dataset=current_dataset or None)
         except UserError as exc:
-            raise fail(str(exc)) from exc
-        return str(out)
+            raise Refused(str(exc)) from exc
+        return str(out), ""
 
     def set_blind(request: gr.Request, chosen, current_dataset):
         app.require_admin(request, "change review settings")
         if not current_dataset:
-            raise fail("Choose a data set at the top first.")
+            raise Refused("Choose a data set at the top first.")
         with app.connect() as db:
             store.set_blind_review(db, current_dataset, bool(chosen))
         state = "blind" if chosen else "not blind"
         return f"Review of this data set is now {state}; reload the page to apply it."
 
+    import_outputs = [result, app.dataset, status]
     import_button.click(
-        do_import, inputs=[files, kind, dataset, model, judge, response_key], outputs=[result, app.dataset]
+        inline(do_import, import_outputs, status),
+        inputs=[files, kind, dataset, model, judge, response_key],
+        outputs=import_outputs,
     )
-    export_button.click(do_export, inputs=[fmt, app.dataset], outputs=download)
-    blind_button.click(set_blind, inputs=[blind, app.dataset], outputs=blind_result)
+    export_button.click(
+        inline(do_export, [download, status], status), inputs=[fmt, app.dataset], outputs=[download, status]
+    )
+    blind_button.click(
+        inline(set_blind, [blind_result], blind_result), inputs=[blind, app.dataset], outputs=blind_result
+    )

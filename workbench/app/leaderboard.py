@@ -10,6 +10,7 @@ from workbench import analysis, stats, store
 from workbench.analysis import HUMAN_BLIND
 from workbench.app.core import SHOWN_RESAMPLES, App, rounded, table
 
+NO_MODELS = "No models yet: `workbench import RESPONSES.json --db DB` (or upload in Data), then judge or grade them."
 # everyone's grades, aggregated: admins only (a reviewer's grading must not lean on the others')
 ADMIN_COLUMNS = ("human grades", "mean human grade")
 
@@ -49,7 +50,7 @@ def build(app: App) -> None:
         if not admin:
             rows = [{k: v for k, v in row.items() if k not in ADMIN_COLUMNS} for row in rows]
         columns = list(rows[0]) if rows else ["model"]
-        return gr.update(choices=list(outcomes_of), value=chosen_source), table(rows, columns)
+        return gr.update(choices=list(outcomes_of), value=chosen_source), table(rows, columns, empty=NO_MODELS)
 
     def on_open(request: gr.Request, name, dataset, chosen):
         return show(request, name, dataset, chosen, keep_choice=False)

@@ -9,8 +9,9 @@ from __future__ import annotations
 import gradio as gr
 
 from workbench import store
-from workbench.app.core import App, fail, table
+from workbench.app.core import App, Refused, inline, table
 
+NO_ITEMS = "No items match: clear the filters, or pick another data set or models at the top."
 ORDER_CHOICES = [("file order", "position"), ("judge and humans disagree most", "disagreement")]
 COLUMNS = [
     "position",
@@ -56,6 +57,7 @@ def build(app: App) -> None:
             component.render()
     refresh = gr.Button("Show queue", variant="primary", elem_id="queue-refresh")
     gr.Markdown("Click a row to open that item in the Review tab. Judge means are mapped onto 1-5.")
+    status = gr.Markdown(elem_id="queue-status")
     queue_table = gr.Dataframe(interactive=False, wrap=True, elem_id="queue-table")
     item_ids = gr.State([])
 
@@ -70,10 +72,11 @@ def build(app: App) -> None:
             row["position"] += 1
             row["instruction"] = row["instruction"][:90]
         return (
-            table(rows, COLUMNS),
+            table(rows, COLUMNS, empty=NO_ITEMS),
             [row["item_id"] for row in rows],
             gr.update(choices=splits),
             gr.update(choices=judges),
+            "",
         )
 
     for component in app.filters:
@@ -85,22 +88,24 @@ def build(app: App) -> None:
             show_progress="hidden",
         )
     queue_inputs = [app.name_box, app.dataset, app.models, *app.filters]
-    refresh.click(show, inputs=queue_inputs, outputs=[queue_table, item_ids, split, judge])
-    app.refreshers["queues"] = (show, queue_inputs, [queue_table, item_ids, split, judge])
+    queue_outputs = [queue_table, item_ids, split, judge, status]
+    refresh.click(inline(show, queue_outputs, status), inputs=queue_inputs, outputs=queue_outputs)
+    app.refreshers["queues"] = (inline(show, queue_outputs, status), queue_inputs, queue_outputs)
 
     open_handler, mark_inputs, item_outputs = app.open_item
 
     def open_item(event: gr.SelectData, request: gr.Request, ids, dataset, models, name, item_key, *marks):
         row = event.index[0]
         if not ids or row >= len(ids):
-            raise fail("That row is gone; refresh the queue.")
+            raise Refused("That row is gone; refresh the queue.")
         reviewer = app.optional_reviewer(name, request)
         with app.connect() as db:
             rendered = open_handler(db, reviewer, item_key, marks, ids[row], dataset, models)
-        return [gr.Tabs(selected="review"), *rendered]
+        return [gr.Tabs(selected="review"), *rendered, ""]
 
+    open_outputs = [app.tabs, *item_outputs, status]
     queue_table.select(
-        open_item,
+        inline(open_item, open_outputs, status),
         inputs=[item_ids, app.dataset, app.models, *mark_inputs],
-        outputs=[app.tabs, *item_outputs],
+        outputs=open_outputs,
     )

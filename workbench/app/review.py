@@ -28,7 +28,8 @@ from workbench.app.core import (
     LETTERS,
     MAX_COLUMNS,
     App,
-    fail,
+    Refused,
+    inline,
     md,
     my_agreement_with_judges,
 )
@@ -108,13 +109,14 @@ class ReviewTab:
             "concurrency_id": "autosave",
             "concurrency_limit": 1,
         }
+        autosave_handler = inline(self._autosave, self.autosave_outputs, self.status)
         for grade in self.grades:
-            grade.input(self._autosave, **autosave)
+            grade.input(autosave_handler, **autosave)
         for comment in self.comments:
-            comment.input(self._autosave, trigger_mode="always_last", **autosave)
-            comment.blur(self._autosave, **autosave)
-        self.better.input(self._autosave, **autosave)
-        save.click(self._autosave, **autosave)
+            comment.input(autosave_handler, trigger_mode="always_last", **autosave)
+            comment.blur(autosave_handler, **autosave)
+        self.better.input(autosave_handler, **autosave)
+        save.click(autosave_handler, **autosave)
 
         nav_inputs = [*self.mark_inputs, self.screen, app.dataset, app.models, app.queue_settings, app.campaign]
         # A step is short: no spinner over forty components, and no queue (a plain request saves about 20 ms of
@@ -123,10 +125,13 @@ class ReviewTab:
         written = [*self.columns, *self.flags, *self.judges, self.versions_note]
         assert [step["outputs"][index] for index in SERVER_WRITTEN] == written, "SERVER_WRITTEN is out of date"
         assert step["outputs"][STATUS_AT] is self.status, "STATUS_AT is out of date"
-        previous.click(self._navigate(-1), **step)
-        skip.click(self._navigate(+1, skip=True), **step)
-        save_next.click(self._navigate(+1), **step)
-        next_ungraded.click(self._navigate(+1, ungraded=True), **step)
+        for button, handler in (
+            (previous, self._navigate(-1)),
+            (skip, self._navigate(+1, skip=True)),
+            (save_next, self._navigate(+1)),
+            (next_ungraded, self._navigate(+1, ungraded=True)),
+        ):
+            button.click(inline(handler, step["outputs"], self.status), **step)
         refresh.click(self._calibration, inputs=[app.name_box, app.dataset], outputs=live)
         app.open_item = (self.open_item, self.mark_inputs, self.item_outputs())
 
@@ -214,11 +219,11 @@ class ReviewTab:
         if not any(mark.grade is not None or mark.comment.strip() for mark in marks) and not better:
             return item_id, shown, 0
         if reviewer is None:
-            raise fail(NO_NAME)
+            raise Refused(NO_NAME)
         try:
             saved = store.save_marks(db, reviewer, item_id, marks, better)
         except UserError as exc:
-            raise fail(str(exc)) from exc
+            raise Refused(str(exc)) from exc
         self.app.progress.record(reviewer, dataset, saved)
         return item_id, shown, saved.changed
 
@@ -252,7 +257,7 @@ class ReviewTab:
             screen, dataset, models, filters, campaign = rest[2 * MAX_COLUMNS + 1 :]
             reviewer = self.app.optional_reviewer(name, request)
             if (ungraded or campaign) and reviewer is None:
-                raise fail(NO_NAME)
+                raise Refused(NO_NAME)
             with self.app.connect() as db:
                 item_id, _, _ = self.keep_marks(db, reviewer, item_key, marks, dataset)
                 if campaign:
