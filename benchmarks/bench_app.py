@@ -1,4 +1,5 @@
-"""Review app speed in a real browser: first item on page load, Skip to the next item, and grade to SQLite.
+"""Review app speed in a real browser: first item on page load, Skip to the next item, grade to SQLite, and the
+campaign views (the next item a campaign hands out, the adjudication queue, campaign progress).
 
 A reviewer waits on two things: the first item after opening the page, and the next item after every Skip.
 Both are measured in headless Chromium (Playwright) against ``workbench.app`` over databases of 100, 2,000 and
@@ -21,8 +22,16 @@ machine's noise hits both. Each click also reports when the event finished (no G
 until then Gradio drops a new click on the same button (``trigger_mode="once"``), so a fast ``k`` is lost.
 Targets (at 2,000 items): first item within 2 s of page load; Skip at most 150 ms median and 300 ms p95.
 
+Campaign views, on a copy of the same database with a campaign (4 models, overlap 2) half done by five other
+reviewers, 10 % of the finished items with grades two or more apart, and the same targets: in the Review tab
+with the campaign picked, Skip (the campaign hands out the next open item) and "grade all four, then n" (the
+grades, the completion and the next assignment); in Adjudication, "set the final grades, then Save and next";
+in Campaigns, Refresh of the progress while another reviewer finishes an item between clicks. Each is
+interleaved one for one with the floor's clicks.
+
     python benchmarks/bench_app.py [--sizes 100 2000 20000] [--navigations 30] [--json out.json]
     python benchmarks/bench_app.py --build-only --sizes 2000 20000      # time the database builder only
+    python benchmarks/bench_app.py --sizes 2000 --only campaign             # only the campaign views
 """
 
 from __future__ import annotations
@@ -60,6 +69,10 @@ FLOOR_BOXES = 12
 WORDS_PER_TEXT = 50
 GRADE_SHARE = 0.10  # of all responses, per reviewer
 BUILDER_VERSION = 1  # bump when build_db changes, so cached databases are rebuilt
+CAMPAIGN_VERSION = 1  # likewise for campaign_db
+CAMPAIGN = "bench campaign"
+CAMPAIGNERS = [f"campaigner-{index + 1}" for index in range(5)]
+DISAGREEMENT_SHARE = 0.10
 SAMPLE = REPO / "datasets" / "instruction-sample.json"
 
 # Gradio's status trackers carry these classes while an event runs on the components they cover.
@@ -71,7 +84,10 @@ BUSY_SELECTOR = "[data-testid=status-tracker].pending, [data-testid=status-track
 # poll is the fallback (a textarea's value is not an attribute, so no mutation may announce it).
 CLICK_AND_WAIT_JS = """
 async ([selector, button, busy, timeout]) => {
-  const value = () => document.querySelector(selector)?.value;
+  const value = () => {  // a textarea's value, or the text of any other element (a Markdown block)
+    const element = document.querySelector(selector);
+    return element ? (element.value ?? element.innerText) : undefined;
+  };
   const before = value();
   const target = document.querySelector(button);
   if (!target) return {ms: null, error: `no element ${button}`};
@@ -218,6 +234,48 @@ def cached_db(out_dir: Path, items: int, seed: int = 0) -> tuple[Path, dict | No
         flush=True,
     )
     return path, record
+
+
+def campaign_db(out_dir: Path, items: int, base: Path, seed: int = 0) -> Path:
+    """A copy of ``base`` with a campaign over all its items and models (overlap 2), half done: two of five
+    reviewers graded every response of each item of the first half, 10 % of those items two grades apart.
+    Built through the store (``create_campaign``, ``next_assignment``, ``save_marks``), cached beside ``base``."""
+    path = out_dir / f"bench-campaign-{items}-s{seed}-v{BUILDER_VERSION}.{CAMPAIGN_VERSION}.db"
+    if path.is_file():
+        return path
+    partial = path.with_name(path.name + ".building")
+    shutil.copyfile(base, partial)
+    start = time.perf_counter()
+    rng = random.Random(seed)
+    db = store.open_db(partial)
+    try:
+        dataset = store.dataset_names(db)[0]
+        models = store.models_with_responses(db, dataset)
+        store.create_campaign(db, CAMPAIGN, dataset=dataset, models=models, overlap=2, guidelines="# Grade facts")
+        first_grades: dict[str, int] = {}
+        with store.transaction(db):
+            for _ in range(items):  # two reviews per item, handed out in order: the first half gets both
+                reviewer = rng.choice(CAMPAIGNERS)
+                item = store.next_assignment(db, CAMPAIGN, reviewer)
+                if item is None:
+                    continue
+                if item in first_grades:  # the second reviewer: two grades apart on some items
+                    grade = first_grades[item] + (2 if rng.random() < DISAGREEMENT_SHARE else 0)
+                else:
+                    grade = first_grades[item] = rng.randint(1, 3)
+                complete_item(db, reviewer, item, models, grade)
+    finally:
+        db.close()
+    partial.replace(path)
+    print(f"built the campaign on {items:,} items in {time.perf_counter() - start:.1f} s", flush=True)
+    return path
+
+
+def complete_item(db, reviewer: str, item: str, models: list[str], grade: int) -> None:
+    """One reviewer grades every response of an item, as the Review tab's autosave stores it."""
+    view = store.item_view(db, item, models, reviewer)
+    marks = [store.Mark(row["response_id"], row["model"], grade) for row in view["responses"]]
+    store.save_marks(db, reviewer, item, marks, None)
 
 
 # --- the two apps ----------------------------------------------------------------------------------------
@@ -494,6 +552,142 @@ def grade(ours: Tab, db_path: Path, reviewer: str, args) -> dict:
     return {"grade": {**summary(times), "mode": mode, "what": label.get(mode)}}
 
 
+# --- campaign views --------------------------------------------------------------------------------------
+
+GRADE_ALL_JS = """
+(value) => {
+  const radios = [...document.querySelectorAll(`[id^="grade-"] input[value="${value}"]`)]
+    .filter((radio) => radio.offsetParent !== null);
+  radios.forEach((radio) => radio.click());
+  return radios.length;
+}
+"""
+FINAL_GRADES_JS = GRADE_ALL_JS.replace('[id^="grade-"]', '[id^="adj-grade-"]')
+CAMPAIGN_VIEWS = {
+    "campaign_skip": "campaign Skip (next item handed out)",
+    "campaign_grade_next": "campaign: grade all, then n",
+    "campaign_progress": "Campaigns tab: refresh progress",
+    "adjudication": "Adjudication: final grades, then Save and next",
+}
+
+
+def interleave(step, floor: Tab, args) -> dict:
+    """``--navigations`` runs of ``step`` (a callable returning click_and_wait's pair, or None when there is
+    nothing left to do), each followed by one click of the floor's button; warm-up runs reported apart."""
+    times, floor_times = [], []
+    warmup = []
+    for _ in range(args.warmup):
+        result = step()
+        warmup.append(result[0] if result else None)
+    budget_end = time.perf_counter() + args.budget
+    for _ in range(args.navigations):
+        result = step()
+        if result is None or result[0] is None:
+            break
+        times.append(result[0])
+        floor_ms, _ = floor.click_and_wait()
+        if floor_ms is not None:
+            floor_times.append(floor_ms)
+        if time.perf_counter() > budget_end:
+            break
+    return {**summary(times), "warmup_ms": warmup, "all_ms": times, "floor": summary(floor_times)}
+
+
+def measure_campaign(browser, floor: Tab, db_path: Path, args, size: int) -> dict:
+    """The campaign views on a copy of the campaign database: Review with the campaign picked, Campaigns'
+    progress while another reviewer finishes items, and Adjudication."""
+    rng = random.Random(1)
+    with tempfile.TemporaryDirectory() as tmp:
+        copy = Path(tmp) / db_path.name
+        shutil.copyfile(db_path, copy)
+        blocks, url, _ = start_ours(copy)
+        other = store.open_db(copy)
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(args.nav_timeout * 1000)
+        page = context.new_page()
+        try:
+            page.goto(url)
+            page.wait_for_function("/Enter your name/.test(document.querySelector('#save-status')?.innerText ?? '')")
+            skip = Tab(page, "#instruction textarea", "#skip", args.nav_timeout)
+            sign_in(skip, f"bench-{os.getpid()}")
+            page.wait_for_function("document.querySelector('#instruction textarea')?.value.length > 0")
+            results = {"items": size, "campaign_skip": interleave(skip.click_and_wait, floor, args)}
+
+            grade_next = Tab(page, "#instruction textarea", "#save-next", args.nav_timeout)
+
+            def grade_then_next():
+                page.evaluate(GRADE_ALL_JS, str(rng.randint(1, 5)))
+                grade_next.wait_until_idle()  # the grades' autosaves have run: the step measures the handing out
+                return grade_next.click_and_wait()
+
+            results["campaign_grade_next"] = interleave(grade_then_next, floor, args)
+
+            page.get_by_role("tab", name="Campaigns").click()
+            page.wait_for_function("document.querySelector('#campaign-progress')?.innerText.length > 0")
+            refresh = Tab(page, "#campaign-progress", "#campaign-refresh", args.nav_timeout)
+            models = store.get_campaign(other, CAMPAIGN).models
+
+            def someone_finishes_then_refresh():
+                reviewer = rng.choice(CAMPAIGNERS)
+                item = store.next_assignment(other, CAMPAIGN, reviewer)
+                if item is None:
+                    return None
+                complete_item(other, reviewer, item, list(models), rng.randint(1, 5))
+                return refresh.click_and_wait()
+
+            results["campaign_progress"] = interleave(someone_finishes_then_refresh, floor, args)
+
+            page.get_by_role("tab", name="Adjudication").click()
+            page.wait_for_function("document.querySelector('#adj-instruction textarea')?.value.length > 0")
+            adjudicate = Tab(page, "#adj-instruction textarea", "#adj-save-next", args.nav_timeout)
+
+            def final_grades_then_next():
+                if not page.evaluate("document.querySelector('#adj-instruction textarea')?.value"):
+                    return None  # the list is done
+                page.evaluate(FINAL_GRADES_JS, str(rng.randint(1, 5)))
+                adjudicate.wait_until_idle()
+                return adjudicate.click_and_wait()
+
+            results["adjudication"] = interleave(final_grades_then_next, floor, args)
+        finally:
+            context.close()
+            other.close()
+            close(blocks)
+    return results
+
+
+def print_campaign(result: dict) -> None:
+    target_note = "" if result["items"] == TARGET_SIZE else f" (targets set at {TARGET_SIZE:,} items)"
+    for key, label in CAMPAIGN_VIEWS.items():
+        view = result[key]
+        floor = view["floor"]
+        ratio = view["median_ms"] / floor["median_ms"] if view["median_ms"] and floor["median_ms"] else None
+        view["ratio_median"] = ratio
+        met = [
+            "met" if value is not None and value <= target else "not met"
+            for value, target in ((view["median_ms"], TARGET_MEDIAN_MS), (view["p95_ms"], TARGET_P95_MS))
+        ]
+        ratio_text = f"; floor {_ms(floor['median_ms'])} ms, ours / floor {ratio:.2f}x" if ratio else ""
+        print(
+            f"  {label}, {view['n']} runs: median {_ms(view['median_ms'])} ms, p95 {_ms(view['p95_ms'])} ms, "
+            f"max {_ms(view['max_ms'])} ms; targets {met[0]} / {met[1]}{target_note}{ratio_text}"
+        )
+    print(flush=True)
+
+
+def print_campaign_growth(results: list[dict]) -> None:
+    print("campaign views, median / p95 ms by size:")
+    header = ["items", *CAMPAIGN_VIEWS]
+    rows = [
+        [f"{result['items']:,}"]
+        + [f"{_ms(result[key]['median_ms'])} / {_ms(result[key]['p95_ms'])}" for key in CAMPAIGN_VIEWS]
+        for result in results
+    ]
+    widths = [max(len(column), *(len(row[index]) for row in rows)) for index, column in enumerate(header)]
+    for row in [header, *rows]:
+        print("  " + "  ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True)))
+
+
 # --- report ----------------------------------------------------------------------------------------------
 
 
@@ -604,10 +798,14 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=300.0, help="seconds of navigations per size, at most")
     parser.add_argument("--reloads", type=int, default=2, help="warm reloads measured after the cold load")
     parser.add_argument("--autosave-wait", type=float, default=3.0, help="seconds to wait for a grade without Save")
+    parser.add_argument(
+        "--only", choices=["review", "campaign"], help="measure only the Review tab, or only the campaign views"
+    )
     args = parser.parse_args()
 
     builds: dict[int, dict] = {}
     paths: dict[int, Path] = {}
+    campaign_paths: dict[int, Path] = {}
     for size in args.sizes:
         if args.rebuild:
             for old in args.out_db_dir.glob(f"bench-app-{size}-*.db"):
@@ -617,6 +815,8 @@ def main() -> None:
             builds[size] = record
         else:
             print(f"using cached {paths[size]}", flush=True)
+        if args.only != "review":
+            campaign_paths[size] = campaign_db(args.out_db_dir, size, paths[size])
     output: dict = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "args": {key: str(value) if isinstance(value, Path) else value for key, value in vars(args).items()},
@@ -633,7 +833,7 @@ def main() -> None:
 
     if not CHROMIUM.exists():
         sys.exit(f"error: {CHROMIUM} not installed (apt-get install chromium)")
-    results = []
+    results, campaign_results = [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
         output["machine"].update(gradio=gradio.__version__, chromium=browser.version)
@@ -649,13 +849,18 @@ def main() -> None:
             for size in args.sizes:
                 print(f"{size:,} items ({paths[size].name}):", flush=True)
                 try:
-                    result = measure_size(browser, floor, paths[size], args, size)
+                    if args.only != "campaign":
+                        result = measure_size(browser, floor, paths[size], args, size)
+                        print_size(result)
+                        results.append(result)
+                    if args.only != "review":
+                        result = measure_campaign(browser, floor, campaign_paths[size], args, size)
+                        print_campaign(result)
+                        campaign_results.append(result)
                 except PlaywrightError as exc:  # e.g. a first load past --load-timeout: report it, go on
                     print(f"  gave up on {size:,} items: {str(exc).splitlines()[0]}\n", flush=True)
                     output.setdefault("failed", {})[size] = str(exc)
                     continue
-                print_size(result)
-                results.append(result)
         finally:
             floor_context.close()
             close(floor_blocks)
@@ -663,8 +868,11 @@ def main() -> None:
     print(f"Chromium {output['machine']['chromium']}, Gradio {output['machine']['gradio']}, {os.cpu_count()} CPUs")
     if results:
         print_growth(results, builds)
+    if campaign_results:
+        print_campaign_growth(campaign_results)
     if args.json:
         output["results"] = results
+        output["campaign_results"] = campaign_results
         args.json.write_text(json.dumps(output, indent=2), encoding="utf-8")
         print(f"wrote {args.json}")
 

@@ -109,7 +109,7 @@ def _grade_and_next(page, reviewer: str, grades: tuple[int, int]) -> str | None:
     page.keyboard.press("n")
     page.wait_for_function(
         """(old) => document.querySelector('#instruction textarea').value !== old
-               || /Nothing left|closed/.test(document.querySelector('#save-status')?.innerText ?? '')""",
+               || /Nothing left|closed/.test(document.querySelector('#item-header')?.innerText ?? '')""",
         arg=instruction,
     )
     return instruction
@@ -149,7 +149,7 @@ def test_a_three_reviewer_campaign_runs_from_creation_to_adjudicated_export(brow
             graded = _grade_and_next(page, name, grades)
             if graded is None:
                 active.remove(name)
-                _wait_for_text(page, "#save-status", "Nothing left for you|is closed")
+                _wait_for_text(page, "#item-header", "Nothing left for you|is closed")
                 continue
             handed[name].append(graded)
             if not shot_taken and sum(map(len, handed.values())) == 3:

@@ -340,14 +340,18 @@ def test_a_reviewer_cannot_read_another_reviewers_grades_nor_export(browser, tru
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_html_in_a_toast_or_an_import_error_shows_as_text(browser, server, tmp_path):
+def test_html_in_an_inline_refusal_or_an_import_error_shows_as_text(browser, server, tmp_path):
     page = _open(browser, server)
     _open_tab(page, "Queues")
     page.locator("#queue-min input, #queue-min textarea").first.fill(HTML_NAME)
     page.locator("#queue-refresh").click()
-    page.get_by_text("is not a number").first.wait_for()
+    _wait_for_text(page, "#queue-status", "is not a number")
     assert page.locator("form input[type=password]").count() == 0
-    assert HTML_NAME in page.locator(".toast-body, [data-testid='toast-body']").first.inner_text()
+    assert HTML_NAME in page.locator("#queue-status").inner_text()  # inline, as text
+    page.wait_for_timeout(5000)  # and it stays: no toast that vanishes, no red badge over the filters
+    assert "is not a number" in page.locator("#queue-status").inner_text()
+    assert page.locator(".toast-body, [data-testid='toast-body']").count() == 0
+    assert page.locator("#queue-min .error, #queue-table .error").count() == 0
     page.locator("#queue-min input, #queue-min textarea").first.fill("")
     scores = tmp_path / "scores.json"
     scores.write_text(json.dumps([50] * 100))

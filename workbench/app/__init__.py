@@ -50,6 +50,7 @@ CSS = """
 .wb-response textarea { max-height: 24em; overflow-y: auto; }
 .wb-judges { font-size: 0.85em; width: 100%; }
 .wb-judges td, .wb-judges th { padding: 2px 6px; vertical-align: top; text-align: left; }
+.wb-refusal { color: var(--error-text-color, #b91c1c); }
 .wb-saved { color: var(--color-accent); min-height: 1.2em; }
 .wb-muted { color: var(--body-text-color-subdued); font-size: 0.85em; }
 #guidelines-panel { border-left: 1px solid var(--border-color-primary); padding-left: 12px;

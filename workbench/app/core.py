@@ -87,8 +87,10 @@ def guidelines_html(text: str) -> str:
 
 
 def refusal(message: str) -> str:
-    """A refusal for a tab's inline status line: unlike a pop-up it stays on screen, and it stays text."""
-    return f"⚠ {md(message)}"
+    """A refusal for a tab's inline status line (Markdown): unlike a pop-up it stays on screen. An HTML block of
+    escaped text, so Markdown leaves it alone (no emphasis, no links made of addresses) and it shows as typed."""
+    text = " ".join(str(message).split())  # one line: a blank line would end the HTML block
+    return f'<div class="wb-refusal">⚠ {html.escape(text)}</div>'
 
 
 def table(records: Sequence[dict], columns: Sequence[str], *, empty: str | None = None) -> dict:

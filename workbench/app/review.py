@@ -47,6 +47,7 @@ SERVER_WRITTEN = (
     5 + 7 * MAX_COLUMNS + 1,
 )
 STATUS_AT = 5 + 7 * MAX_COLUMNS + 3
+HEADER_AT = 1
 NO_NAME = "Enter your name (top left): your marks stay on screen and are stored as soon as you do."
 NO_NAME_CAMPAIGN = "Enter your name (top left) to be handed your first item of this campaign."
 
@@ -125,6 +126,7 @@ class ReviewTab:
         written = [*self.columns, *self.flags, *self.judges, self.versions_note]
         assert [step["outputs"][index] for index in SERVER_WRITTEN] == written, "SERVER_WRITTEN is out of date"
         assert step["outputs"][STATUS_AT] is self.status, "STATUS_AT is out of date"
+        assert step["outputs"][HEADER_AT] is self.header, "HEADER_AT is out of date"
         for button, handler in (
             (previous, self._navigate(-1)),
             (skip, self._navigate(+1, skip=True)),
@@ -244,8 +246,10 @@ class ReviewTab:
             progress = self.progress_text(db, reviewer, dataset, models, campaign=campaign)
             finished = campaign and store.is_done_by(db, campaign, reviewer, item_id)
         statuses += [""] * (MAX_COLUMNS - len(statuses))
-        status = f"Saved ({changed} change{'s' * (changed != 1)})." if changed else "Everything is saved."
-        if finished:
+        # nothing new to say leaves the status alone: a step's message (nothing left, finish this item first)
+        # must not be overwritten by the autosave of a click that the step has saved already
+        status = f"Saved ({changed} change{'s' * (changed != 1)})." if changed else gr.update()
+        if changed and finished:
             status += " This item is done: **n** for your next one."
         return *statuses, status, progress, reveal
 
@@ -283,7 +287,7 @@ class ReviewTab:
             target = store.next_assignment(db, campaign, reviewer, after=item_id, skip=skip)
         values = self.render(db, target, found.dataset, list(found.models), reviewer, screen=screen, campaign=campaign)
         if target is None:
-            values[STATUS_AT] = campaign_done_text(found)
+            values[HEADER_AT] = campaign_done_text(found)
         elif direction > 0 and not skip and target == item_id:
             values[STATUS_AT] = "Grade every response of this item first, or **Skip** (k) to hand it to someone else."
         return values
@@ -303,8 +307,10 @@ class ReviewTab:
         found = store.get_campaign(db, campaign)
         target = store.next_assignment(db, campaign, reviewer) if reviewer else None
         values = self.render(db, target, found.dataset, list(found.models), reviewer, fresh=True, campaign=campaign)
-        if target is None:
-            values[STATUS_AT] = campaign_done_text(found) if reviewer else NO_NAME_CAMPAIGN
+        if target is None and reviewer:
+            values[HEADER_AT] = campaign_done_text(found)
+        elif target is None:
+            values[STATUS_AT] = NO_NAME_CAMPAIGN
         return values
 
     # --- one item on screen -----------------------------------------------------------------------------

@@ -336,7 +336,13 @@ def record_completion(db: sqlite_utils.Database, reviewer_id: int, item_id: str)
                DO UPDATE SET done_at = COALESCE(done_at, excluded.done_at), expires_at = NULL""",
             [campaign_id, item_id, reviewer_id, now, now],
         )
-        _close_if_complete(db, campaign_id, overlap)
+        reviews = _one(
+            db,
+            "SELECT COUNT(*) FROM assignments WHERE campaign_id = ? AND item_id = ? AND done_at IS NOT NULL",
+            [campaign_id, item_id],
+        )
+        if reviews == overlap:  # this item just got its quota: was it the last one?
+            _close_if_complete(db, campaign_id, overlap)
         done.append(campaign_name)
     return done
 
