@@ -24,6 +24,7 @@ import gradio as gr
 from workbench import store
 from workbench.app import agreement, benchmarks, blind, calibration, data, leaderboard, queues, training
 from workbench.app.core import MAX_COLUMNS, App, md
+from workbench.app.markdown import CSS as READING_CSS
 from workbench.app.review import ReviewTab, saved_text
 
 KEYBOARD_JS = (Path(__file__).with_name("keyboard.js")).read_text(encoding="utf-8")
@@ -260,7 +261,7 @@ def launch(
         server_port=port,
         share=False,
         head=f"<script>{KEYBOARD_JS}</script>",
-        css=CSS,
+        css=CSS + READING_CSS,
         ssr_mode=False,
         max_file_size=int(max_upload_mb * 1024 * 1024),
         **login_options,
