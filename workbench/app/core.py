@@ -247,7 +247,7 @@ class App:
 
     def queue_filter(self, dataset, models, filters: Sequence, reviewer: str | None, request) -> store.QueueFilter:
         """The queue the reviewer asked for; a reviewer who is not an admin sees only their own grades."""
-        split, ungraded, judge, score_min, score_max, flagged, order = filters
+        split, ungraded, judge, score_min, score_max, flagged, order, search = filters
         return store.QueueFilter(
             dataset=dataset or None,
             models=tuple(models or ()),
@@ -257,6 +257,7 @@ class App:
             score_min=number(score_min, "Judge score ≥"),
             score_max=number(score_max, "Judge score ≤"),
             flagged=bool(flagged),
+            search=search or None,
             order=order or "position",
             reviewer=reviewer,
             humans_of=None if self.is_admin(request) else (reviewer or NO_REVIEWER),

@@ -88,7 +88,7 @@ class QueueFilter:
     score_min: float | None = None
     score_max: float | None = None
     flagged: bool = False
-    # words that must each appear (any case) in the instruction, the input or a response of the models in scope
+    # words that must each appear (ASCII case ignored) in the instruction, the input or an in-scope response
     search: str | None = None
     # "position" (file order) or "disagreement" (judge vs human gap, largest first)
     order: str = "position"
