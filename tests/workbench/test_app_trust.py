@@ -436,9 +436,10 @@ def test_graded_by_me_counts_without_the_ungraded_filter(graded_db_copy):
     score_range=st.sampled_from([(None, None), (0, 50), (60, 100), (None, 10)]),
     judge=st.sampled_from([None, "gpt4", "llama3"]),
     graded=st.lists(st.integers(0, 99), max_size=30),
+    search=st.sampled_from([None, "", "the", "SENTENCE", "synonym  of", "_", "%", "water boil", "no-such-word"]),
 )
 def test_stepping_visits_the_queue_in_order(
-    _book_db_template, tmp_path_factory, models, ungraded, score_range, judge, graded
+    _book_db_template, tmp_path_factory, models, ungraded, score_range, judge, graded, search
 ):
     """``next_item`` (one indexed look-up per step) walks exactly the queue that ``review_queue`` ranks."""
     path = tmp_path_factory.mktemp("steps") / "steps.db"
@@ -455,6 +456,7 @@ def test_stepping_visits_the_queue_in_order(
         judge=judge,
         score_min=score_range[0],
         score_max=score_range[1],
+        search=search,
     )
     expected = [row["item_id"] for row in store.review_queue(db, queue)]
     walked, current = [], store.next_item(db, queue)

@@ -35,6 +35,7 @@ from workbench.app import (
     training,
 )
 from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, guidelines_html, inline, md
+from workbench.app.markdown import CSS as READING_CSS
 from workbench.app.review import ReviewTab, saved_text
 
 KEYBOARD_JS = (Path(__file__).with_name("keyboard.js")).read_text(encoding="utf-8")
@@ -370,7 +371,7 @@ def launch(
         server_port=port,
         share=False,
         head=f"<script>{KEYBOARD_JS}</script>",
-        css=CSS,
+        css=CSS + READING_CSS,
         ssr_mode=False,
         max_file_size=int(max_upload_mb * 1024 * 1024),
         **login_options,

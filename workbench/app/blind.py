@@ -11,6 +11,7 @@ import gradio as gr
 
 from workbench import store
 from workbench.app.core import App, Refused, inline
+from workbench.app.markdown import RAW_CLASS, READING_CLASS, raw_toggle, rendered_view, safe_markdown
 
 BOTH_BAD = "both bad"
 NO_PAIR = "No pair left for you to vote on with this data set and these models: pick others at the top."
@@ -18,7 +19,7 @@ NO_PAIR = "No pair left for you to vote on with this data set and these models: 
 
 def build(app: App) -> None:
     pair = gr.State(None)
-    with gr.Column(elem_id="blind-panel"):
+    with gr.Column(elem_id="blind-panel", elem_classes=[READING_CLASS]):
         gr.Markdown(
             "Two answers to the same instruction, models hidden and sides shuffled; the models are named "
             "after your vote. Keys: **a** left better, **b** right better, **t** tie, **x** both bad, "
@@ -27,9 +28,15 @@ def build(app: App) -> None:
         with gr.Row():
             instruction = gr.Textbox(label="Instruction", interactive=False, lines=2, elem_id="blind-instruction")
             input_box = gr.Textbox(label="Input", interactive=False, lines=2, elem_id="blind-input")
+        raw_toggle("blind-panel", "blind-raw-toggle")
+        sides = []
         with gr.Row():
-            left = gr.Textbox(label="Response A", interactive=False, lines=8, elem_id="blind-response-left")
-            right = gr.Textbox(label="Response B", interactive=False, lines=8, elem_id="blind-response-right")
+            for letter, side in (("A", "left"), ("B", "right")):
+                with gr.Column():
+                    label, elem_id = f"Response {letter}", f"blind-response-{side}"
+                    raw = gr.Textbox(label=label, interactive=False, lines=8, elem_id=elem_id, elem_classes=[RAW_CLASS])
+                    sides += [raw, rendered_view(label, f"blind-response-md-{side}")]
+        left, left_md, right, right_md = sides
         with gr.Row():
             vote_left = gr.Button("A is better", elem_id="blind-left", interactive=False)
             vote_tie = gr.Button("Tie", elem_id="blind-tie", interactive=False)
@@ -56,9 +63,10 @@ def build(app: App) -> None:
                 rng=app.rng,
             )
         if chosen is None:
-            return None, "", "", "", "", "", "", *idle_buttons, NO_PAIR
-        texts = (chosen["instruction"], chosen["input"], chosen["left_text"], chosen["right_text"])
-        return chosen, *texts, "", "", *fresh_buttons, ""
+            return None, "", "", "", "", "", "", "", "", *idle_buttons, NO_PAIR
+        left_text, right_text = chosen["left_text"], chosen["right_text"]
+        texts = (chosen["instruction"], chosen["input"], left_text, right_text)
+        return chosen, *texts, safe_markdown(left_text), safe_markdown(right_text), "", "", *fresh_buttons, ""
 
     def vote(choice: str):
         def record(request: gr.Request, name, current, note):
@@ -89,10 +97,10 @@ def build(app: App) -> None:
     def load_if_idle(request: gr.Request, name, dataset, models, current):
         """Opening the tab shows a pair right away, unless one is waiting for a vote (or no name yet)."""
         if current or not app.optional_reviewer(name, request):
-            return [gr.update()] * (8 + len(buttons))
+            return [gr.update()] * len(pair_outputs)
         return load_pair(request, name, dataset, models)
 
-    pair_outputs = [pair, instruction, input_box, left, right, reveal, comment, *buttons, status]
+    pair_outputs = [pair, instruction, input_box, left, right, left_md, right_md, reveal, comment, *buttons, status]
     next_pair.click(
         inline(load_pair, pair_outputs, status), inputs=[app.name_box, app.dataset, app.models], outputs=pair_outputs
     )

@@ -2,7 +2,8 @@
 tables and the agreement rows that Review and Calibration both show.
 
 Everything that comes from data (instructions, responses, rationales, names, file names in errors) reaches
-the page as text: Textbox and Dataframe values, or HTML/Markdown built with ``html.escape``. The app shows no
+the page as text: Textbox and Dataframe values, HTML/Markdown built with ``html.escape``, or Markdown rendered by
+``markdown.safe_markdown`` (no raw HTML, no links, no images; sanitised by nh3). The app shows no
 pop-ups: a refusal (``Refused``) is written into the tab's own status line by ``inline``, escaped, and stays.
 """
 
@@ -26,6 +27,7 @@ import gradio as gr
 import sqlite_utils
 
 from workbench import analysis, stats, store
+from workbench.app.markdown import safe_markdown
 
 MAX_COLUMNS = 4  # responses side by side
 LETTERS = "ABCD"
@@ -82,8 +84,8 @@ def inline(handler: Callable, outputs: Sequence, status: Any) -> Callable:
 
 
 def guidelines_html(text: str) -> str:
-    """A campaign's guidelines (Markdown written by an admin, still data) as safe HTML."""
-    return f"<h3>Guidelines</h3><div class='wb-guidelines'>{html.escape(text or 'No guidelines given.')}</div>"
+    """A campaign's guidelines: Markdown written by an admin, still data, so rendered as responses are."""
+    return "<h3>Guidelines</h3>" + safe_markdown(text or "No guidelines given.")
 
 
 def refusal(message: str) -> str:
@@ -286,7 +288,7 @@ class App:
 
     def queue_filter(self, dataset, models, filters: Sequence, reviewer: str | None, request) -> store.QueueFilter:
         """The queue the reviewer asked for; a reviewer who is not an admin sees only their own grades."""
-        split, ungraded, judge, score_min, score_max, flagged, order = filters
+        split, ungraded, judge, score_min, score_max, flagged, order, search = filters
         return store.QueueFilter(
             dataset=dataset or None,
             models=tuple(models or ()),
@@ -296,6 +298,7 @@ class App:
             score_min=number(score_min, "Judge score ≥"),
             score_max=number(score_max, "Judge score ≤"),
             flagged=bool(flagged),
+            search=search or None,
             order=order or "position",
             reviewer=reviewer,
             humans_of=None if self.is_admin(request) else (reviewer or NO_REVIEWER),

@@ -41,14 +41,21 @@ def make_filters(app: App) -> None:
     ungraded = gr.Checkbox(label="Only items with responses I have not graded", elem_id="queue-ungraded", render=False)
     flagged = gr.Checkbox(label="Only prompt-injection flagged", elem_id="queue-flagged", render=False)
     order = gr.Radio(ORDER_CHOICES, value="position", label="Order", elem_id="queue-order", render=False)
+    search = gr.Textbox(
+        label="Search instruction and responses",
+        placeholder="words that must all appear; Enter shows the queue",
+        elem_id="queue-search",
+        render=False,
+    )
     # the order core.App.queue_filter unpacks
-    app.filters = [split, ungraded, judge, score_min, score_max, flagged, order]
-    # the same values as one server-side State: a step in Review sends it instead of seven components
-    app.queue_settings = gr.State(["", False, "", "", "", False, "position"])
+    app.filters = [split, ungraded, judge, score_min, score_max, flagged, order, search]
+    # the same values as one server-side State: a step in Review sends it instead of eight components
+    app.queue_settings = gr.State(["", False, "", "", "", False, "position", ""])
 
 
 def build(app: App) -> None:
-    split, ungraded, judge, score_min, score_max, flagged, order = app.filters
+    split, ungraded, judge, score_min, score_max, flagged, order, search = app.filters
+    search.render()
     with gr.Row():
         for component in (split, judge, score_min, score_max):
             component.render()
@@ -89,7 +96,8 @@ def build(app: App) -> None:
         )
     queue_inputs = [app.name_box, app.dataset, app.models, *app.filters]
     queue_outputs = [queue_table, item_ids, split, judge, status]
-    refresh.click(inline(show, queue_outputs, status), inputs=queue_inputs, outputs=queue_outputs)
+    for event in (refresh.click, search.submit):
+        event(inline(show, queue_outputs, status), inputs=queue_inputs, outputs=queue_outputs)
     app.refreshers["queues"] = (inline(show, queue_outputs, status), queue_inputs, queue_outputs)
 
     open_handler, mark_inputs, item_outputs = app.open_item

@@ -33,20 +33,22 @@ from workbench.app.core import (
     md,
     my_agreement_with_judges,
 )
+from workbench.app.markdown import RAW_CLASS, READING_CLASS, raw_toggle, rendered_view, safe_markdown
 
 SHORTCUTS_HELP = (
     "Keys: **1-5** grade the highlighted response (then the next one is highlighted), **←/→** move, "
     "**a/b/c/d** that response is better, **t** tie, **s** save, **n** save and next, **k** skip, "
     "**p** previous, **u** next ungraded for me. Everything is saved as you click and type."
 )
-# Positions in ``item_outputs()`` of the components only the server writes (columns, flags, judge tables and
-# the versions note): five single outputs, then seven groups of MAX_COLUMNS, then better and the versions note.
+# Positions in ``item_outputs()`` of the components only the server writes (columns, rendered responses, flags,
+# judge tables and the versions note): five single outputs, then eight groups of MAX_COLUMNS, then better and
+# the versions note.
 SERVER_WRITTEN = (
     *range(5, 5 + MAX_COLUMNS),
-    *range(5 + 2 * MAX_COLUMNS, 5 + 4 * MAX_COLUMNS),
-    5 + 7 * MAX_COLUMNS + 1,
+    *range(5 + 2 * MAX_COLUMNS, 5 + 5 * MAX_COLUMNS),
+    5 + 8 * MAX_COLUMNS + 1,
 )
-STATUS_AT = 5 + 7 * MAX_COLUMNS + 3
+STATUS_AT = 5 + 8 * MAX_COLUMNS + 3
 HEADER_AT = 1
 NO_NAME = "Enter your name (top left): your marks stay on screen and are stored as soon as you do."
 NO_NAME_CAMPAIGN = "Enter your name (top left) to be handed your first item of this campaign."
@@ -68,7 +70,7 @@ class ReviewTab:
         self.item_key = gr.Textbox(visible=False, elem_id="item-key")
         # what the last step sent to the components only the server writes, so the next step sends changes only
         self.screen = gr.State({})
-        with gr.Column(elem_id="review-panel"):
+        with gr.Column(elem_id="review-panel", elem_classes=[READING_CLASS]):
             with gr.Row(equal_height=True):
                 self.header = gr.Markdown(elem_id="item-header")
                 self.progress = gr.Markdown(elem_id="progress")
@@ -76,11 +78,13 @@ class ReviewTab:
                 self.instruction = gr.Textbox(label="Instruction", interactive=False, lines=2, elem_id="instruction")
                 self.input = gr.Textbox(label="Input", interactive=False, lines=2, elem_id="input")
                 self.reference = gr.Textbox(label="Reference answer", interactive=False, lines=2, elem_id="reference")
-            self.columns, self.responses, self.flags, self.judges = [], [], [], []
+            self.columns, self.responses, self.rendered, self.flags, self.judges = [], [], [], [], []
             self.grades, self.comments, self.saved = [], [], []
-            with gr.Row(equal_height=False):
-                for index in range(MAX_COLUMNS):
-                    self._column(index)
+            raw_toggle("review-panel", "raw-toggle")
+            for first in range(0, MAX_COLUMNS, 2):  # two by two: four responses get half the width each
+                with gr.Row(equal_height=False):
+                    for index in range(first, first + 2):
+                        self._column(index)
             self.better = gr.Radio(choices=[], label="Which is better? (keys a/b/c/d, t = tie)", elem_id="better")
             self.versions_note = gr.Markdown(elem_id="versions-note")
             self.reveal = gr.Markdown(elem_id="reveal")
@@ -123,7 +127,7 @@ class ReviewTab:
         # A step is short: no spinner over forty components, and no queue (a plain request saves about 20 ms of
         # the event stream; SQLite's write lock orders concurrent saves anyway).
         step = {"inputs": nav_inputs, "outputs": self.item_outputs(), "show_progress": "hidden", "queue": False}
-        written = [*self.columns, *self.flags, *self.judges, self.versions_note]
+        written = [*self.columns, *self.rendered, *self.flags, *self.judges, self.versions_note]
         assert [step["outputs"][index] for index in SERVER_WRITTEN] == written, "SERVER_WRITTEN is out of date"
         assert step["outputs"][STATUS_AT] is self.status, "STATUS_AT is out of date"
         assert step["outputs"][HEADER_AT] is self.header, "HEADER_AT is out of date"
@@ -147,8 +151,10 @@ class ReviewTab:
                     lines=6,
                     max_lines=20,
                     elem_id=f"response-{index}",
+                    elem_classes=[RAW_CLASS],
                 )
             )
+            self.rendered.append(rendered_view(f"Response {LETTERS[index]}", f"response-md-{index}"))
             self.flags.append(
                 gr.Textbox(label="⚠ Prompt-injection flag", interactive=False, visible=False, elem_id=f"flag-{index}")
             )
@@ -166,6 +172,7 @@ class ReviewTab:
             self.reference,
             *self.columns,
             *self.responses,
+            *self.rendered,
             *self.flags,
             *self.judges,
             *self.grades,
@@ -333,9 +340,9 @@ class ReviewTab:
         comes from the counts this app keeps up to date as it saves.
 
         ``screen`` is what the previous step sent to the components that only the server writes (columns,
-        flags, judge tables, the versions note); those that would not change are left alone (``gr.update()``),
-        which saves the browser most of a step's work. Marks are always sent: the reviewer may have changed them.
-        In a ``campaign`` the progress line is the campaign's.
+        rendered responses, flags, judge tables, the versions note); those that would not change are left alone
+        (``gr.update()``), which saves the browser most of a step's work. Marks are always sent: the reviewer may
+        have changed them. In a ``campaign`` the progress line is the campaign's.
         """
         blind = store.blind_review(db, dataset)
         models = list(models) if campaign else self.models_in_view(db, dataset, models, blind)
@@ -344,12 +351,13 @@ class ReviewTab:
         if blind and reviewer and rows:
             random.Random(f"{reviewer}\x1f{item_id}").shuffle(rows)
         shown = [[row["response_id"], row["model"]] for row in rows]
-        columns, texts, flags, judges, grades, comments, saved = [], [], [], [], [], [], []
+        columns, texts, rendered, flags, judges, grades, comments, saved = [], [], [], [], [], [], [], []
         for index in range(MAX_COLUMNS):
             row = rows[index] if index < len(rows) else None
             columns.append(gr.update(visible=row is not None))
             if row is None:
                 texts.append(gr.update(value=""))
+                rendered.append("")
                 flags.append(gr.update(value="", visible=False))
                 judges.append("")
                 grades.append(None)
@@ -357,7 +365,9 @@ class ReviewTab:
                 saved.append("")
                 continue
             label = f"Response {LETTERS[index]}" if blind else f"{LETTERS[index]} · {row['model']}"
-            texts.append(gr.update(value=row["text"].lstrip("\n") or row["text"], label=label))
+            text = row["text"].lstrip("\n") or row["text"]
+            texts.append(gr.update(value=text, label=label))
+            rendered.append(gr.update(value=safe_markdown(text), label=label))
             flags.append(gr.update(value=row["injection_flag"] or "", visible=bool(row["injection_flag"])))
             judges.append(judges_html(row["judge_scores"]))
             grades.append(row["my_grade"])
@@ -371,6 +381,7 @@ class ReviewTab:
             (view["reference_output"] or "") if view else "",
             *columns,
             *texts,
+            *rendered,
             *flags,
             *judges,
             *grades,

@@ -9,6 +9,7 @@ Judge scores stay on each judge's own scale; where they meet human grades (1-5) 
 from __future__ import annotations
 
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -87,6 +88,8 @@ class QueueFilter:
     score_min: float | None = None
     score_max: float | None = None
     flagged: bool = False
+    # words that must each appear (ASCII case ignored) in the instruction, the input or an in-scope response
+    search: str | None = None
     # "position" (file order) or "disagreement" (judge vs human gap, largest first)
     order: str = "position"
     # whose grades ``graded_by_me`` counts (defaults to ``ungraded_for``)
@@ -102,6 +105,28 @@ class QueueFilter:
 QUEUE_ORDERS = ("position", "disagreement")
 
 
+def _search_scope(search: str | None, models: str, params: dict) -> str:
+    """WHERE conditions on items ``i``: every word of ``search`` in the instruction, the input or the text of a
+    response ``r`` that ``models`` admits. LIKE with ``%`` and ``_`` escaped, so they match only themselves;
+    SQLite folds case for ASCII letters only."""
+    conditions = ["1 = 1"]
+    for index, word in enumerate((search or "").split()):
+        params[f"search{index}"] = "%" + re.sub(r"([\\%_])", r"\\\1", word) + "%"
+        like = f"LIKE :search{index} ESCAPE '\\'"
+        conditions.append(
+            f"""(i.instruction {like} OR COALESCE(i.input, '') {like}
+                 OR EXISTS (SELECT 1 FROM responses r WHERE r.item_id = i.id AND {models} AND r.text {like}))"""
+        )
+    return " AND ".join(conditions)
+
+
+def _model_scope(models: Sequence[str], params: dict) -> str:
+    """A condition on responses ``r``: written by one of ``models`` (any model when empty)."""
+    if not models:
+        return "1 = 1"
+    return f"r.model_id IN (SELECT id FROM models WHERE {in_clause('name', list(models), params, 'model')})"
+
+
 def review_queue(db: sqlite_utils.Database, queue: QueueFilter) -> list[dict]:
     """Items matching ``queue``, one row each with counts and the judge/human means of its responses.
 
@@ -114,6 +139,7 @@ def review_queue(db: sqlite_utils.Database, queue: QueueFilter) -> list[dict]:
         raise ValueError(f"unknown queue order {queue.order!r}; expected one of {QUEUE_ORDERS}")
     params: dict = {"me": queue.me, "judge": queue.judge or "", "humans_of": queue.humans_of or ""}
     scope = _response_scope(queue.dataset, queue.models, queue.split, params)
+    search = _search_scope(queue.search, _model_scope(queue.models, params), params)
     having = ["1 = 1"]
     if queue.ungraded_for:
         having.append("SUM(mine) < COUNT(*)")
@@ -132,7 +158,7 @@ def review_queue(db: sqlite_utils.Database, queue: QueueFilter) -> list[dict]:
         SELECT r.id AS response_id, r.item_id, COALESCE(r.injection_flag, '') != '' AS flagged
         FROM responses r JOIN items i ON i.id = r.item_id JOIN datasets d ON d.id = i.dataset_id
         JOIN models m ON m.id = r.model_id
-        WHERE {scope}
+        WHERE {scope} AND {search}
     ),
     judge_means AS (
         SELECT js.response_id, j.name AS judge, AVG(js.score) AS score,
@@ -215,12 +241,10 @@ def _item_scope(queue: QueueFilter, params: dict) -> str:
     if queue.split:
         params["split"] = queue.split
         conditions.append("i.split = :split")
-    models = "1 = 1"
-    if queue.models:
-        names = in_clause("name", list(queue.models), params, "model")
-        models = f"r.model_id IN (SELECT id FROM models WHERE {names})"
+    models = _model_scope(queue.models, params)
     responses = f"SELECT 1 FROM responses r WHERE r.item_id = i.id AND {models}"
     conditions.append(f"EXISTS ({responses})")
+    conditions.append(_search_scope(queue.search, models, params))
     if queue.ungraded_for:
         conditions.append(
             f"""EXISTS ({responses} AND NOT EXISTS (SELECT 1 FROM grades g WHERE g.response_id = r.id
