@@ -624,7 +624,8 @@ def measure_campaign(browser, floor: Tab, db_path: Path, args, size: int) -> dic
 
             page.get_by_role("tab", name="Campaigns").click()
             page.wait_for_function("document.querySelector('#campaign-progress')?.innerText.length > 0")
-            refresh = Tab(page, "#campaign-progress", "#campaign-refresh", args.nav_timeout)
+            # the rendered text itself: the block around it also holds the status tracker's "processing" text
+            refresh = Tab(page, "#campaign-progress [data-testid=markdown]", "#campaign-refresh", args.nav_timeout)
             models = store.get_campaign(other, CAMPAIGN).models
 
             def someone_finishes_then_refresh():

@@ -30,7 +30,7 @@ from tests.workbench.test_app import (
     _wait_for_item,
     _wait_for_text,
 )
-from workbench import importing, store
+from workbench import app, importing, store
 from workbench.auth import load_logins
 
 FIRST = "Calculate the hypotenuse of a right triangle with legs of 6 cm and 8 cm."
@@ -364,6 +364,34 @@ def test_html_in_an_inline_refusal_or_an_import_error_shows_as_text(browser, ser
     page.wait_for_function("document.querySelector('#data-result textarea')?.value.includes('Nothing was imported')")
     assert HTML_NAME in _text(page, "data-result")
     assert page.locator("form input[type=password]").count() == 0
+    page.context.close()
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_the_browser_keeps_nothing_but_the_reviewer_name(browser, server, trust_db):
+    """Gradio's run history copied every event's inputs and outputs (response texts, comments, grades) into
+    localStorage, offered to upload them to a Hugging Face bucket, and rewrote them on every click: after 20
+    graded items it held 1.6 MB and each step took three times as long."""
+    page = _open(browser, server)
+    _name_box(page).fill("storage")
+    page.locator("#item-header").click()
+    for _ in range(3):
+        instruction = _text(page, "instruction")
+        page.locator("#grade-0").get_by_label("4 · good: minor issues").click()
+        page.locator("#comment-0 textarea").fill("a private remark")
+        page.locator("#save-next").click()
+        page.wait_for_function(
+            "(old) => document.querySelector('#instruction textarea').value !== old", arg=instruction
+        )
+    _wait_for(lambda: len(_grades(trust_db, "storage")) == 3)
+    keys = page.evaluate("Object.keys(localStorage)")
+    assert keys == [app.NAME_STORAGE_KEY]
+    stored = page.evaluate("JSON.stringify(localStorage)")
+    assert "private remark" not in stored and FIRST not in stored
+    footer = page.locator("footer").inner_text()
+    assert "Runs" not in footer and "API" not in footer
+    assert page.request.get(server + "gradio_api/runs").status == 404  # no run history page either
     page.context.close()
 
 

@@ -251,6 +251,17 @@ def test_no_interleaving_gives_an_item_more_places_than_its_overlap(book_db, act
             [store.campaigns._stamp(now)],
         ).fetchall()
         assert all(count <= overlap and count == distinct for _, count, distinct in places)
+        # the counters each save moves equal a count from scratch
+        counted = db.execute(
+            """SELECT COUNT(*), SUM(done >= c.overlap), SUM(MIN(done, c.overlap)), c.items, c.complete_items,
+                      c.reviews_done, SUM(done = ci.reviews)
+               FROM campaign_items ci JOIN campaigns c ON c.id = ci.campaign_id
+               JOIN (SELECT ci2.item_id, (SELECT COUNT(*) FROM assignments a WHERE a.item_id = ci2.item_id
+                     AND a.done_at IS NOT NULL) AS done FROM campaign_items ci2) d ON d.item_id = ci.item_id"""
+        ).fetchone()
+        items, complete, reviews, *kept, consistent = counted
+        assert (items, complete, reviews) == tuple(kept) and consistent == items
+        assert (store.get_campaign(db, "c").closed_at is not None) == (complete == items)
     db.close()
 
 

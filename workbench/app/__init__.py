@@ -360,7 +360,8 @@ def launch(
     max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
     **options: Any,
 ):
-    """Start the server with the keyboard shortcuts and styles; never a public share link."""
+    """Start the server with the keyboard shortcuts and styles; never a public share link, and nothing of the
+    data kept in the browser beyond the reviewer's name."""
     login_options: dict[str, Any] = {}
     if logins is not None:
         from workbench.auth import launch_options
@@ -370,6 +371,11 @@ def launch(
         server_name=host,
         server_port=port,
         share=False,
+        # Gradio's run history would copy every event's inputs and outputs (responses, comments, grades) into the
+        # browser's localStorage, where anyone at that browser can read them, offer to upload them to a Hugging
+        # Face bucket, and rewrite them on every click: 1.6 MB after 20 graded items, each step 3x slower.
+        run_history=False,
+        footer_links=["gradio", "settings"],
         head=f"<script>{KEYBOARD_JS}</script>",
         css=CSS + READING_CSS,
         ssr_mode=False,

@@ -9,13 +9,12 @@ given on (a hidden textbox), so a save can never land on another item.
 
 from __future__ import annotations
 
-import html
 import json
 
 import gradio as gr
 
 from workbench import store
-from workbench.app.core import GRADE_CHOICES, LETTERS, MAX_COLUMNS, App, Refused, inline, md, table
+from workbench.app.core import GRADE_CHOICES, LETTERS, MAX_COLUMNS, App, Refused, html_table, inline, md, table
 
 QUEUE_COLUMNS = ["item", "grade_spread", "opposite_votes", "reviewers", "resolved", "instruction"]
 
@@ -137,7 +136,13 @@ def build(app: App) -> None:
             return "", *render(db, picked, ids[row])
 
     row_outputs = [status, *item_outputs]
-    queue_table.select(inline(open_row, row_outputs, status), inputs=[item_ids, campaign], outputs=row_outputs)
+    queue_table.select(
+        inline(open_row, row_outputs, status),
+        inputs=[item_ids, campaign],
+        outputs=row_outputs,
+        show_progress="hidden",
+        queue=False,
+    )
 
     def saver(move_on: bool):
         def handler(request: gr.Request, name_box, item_key, ids, *values):
@@ -167,22 +172,21 @@ def build(app: App) -> None:
         return handler
 
     save_inputs = [app.name_box, key, item_ids, *finals, *notes]
+    # a save and a step are short: no spinner over two dozen components and no queue (as in the Review tab)
     for button, move_on in ((save, False), (save_next, True)):
-        button.click(inline(saver(move_on), row_outputs, status), inputs=save_inputs, outputs=row_outputs)
+        button.click(
+            inline(saver(move_on), row_outputs, status),
+            inputs=save_inputs,
+            outputs=row_outputs,
+            show_progress="hidden",
+            queue=False,
+        )
 
 
 def _grades_html(grades: list[dict]) -> str:
     """Every reviewer's grade and comment of one response, escaped."""
-    if not grades:
-        return "<p class='wb-muted'>No grades yet.</p>"
-    rows = "".join(
-        f"<tr><td>{html.escape(g['reviewer'])}</td><td>{g['score']}</td><td>{html.escape(g['comment'] or '')}</td></tr>"
-        for g in grades
-    )
-    return (
-        "<table class='wb-judges'><thead><tr><th>reviewer</th><th>grade</th><th>comment</th></tr></thead>"
-        f"<tbody>{rows}</tbody></table>"
-    )
+    rows = [(grade["reviewer"], grade["score"], grade["comment"]) for grade in grades]
+    return html_table(rows, ("reviewer", "grade", "comment"), empty="No grades yet.")
 
 
 def _votes_html(votes: list[dict]) -> str:
@@ -198,15 +202,6 @@ def _votes_html(votes: list[dict]) -> str:
         else:
             verdict = vote["left_model"] if vote["preference"] == "left" else vote["right_model"]
             verdict = f"{verdict} better"
-        cells = (
-            vote["reviewer"],
-            f"{vote['left_model']} vs {vote['right_model']}",
-            verdict,
-            "blind" if vote["blind"] else "names shown",
-            vote["comment"] or "",
-        )
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells) + "</tr>")
-    return (
-        "<h4>Pairwise votes</h4><table class='wb-judges'><thead><tr><th>reviewer</th><th>pair</th><th>vote</th>"
-        f"<th>how</th><th>comment</th></tr></thead><tbody>{''.join(rows)}</tbody></table>"
-    )
+        pair = f"{vote['left_model']} vs {vote['right_model']}"
+        rows.append((vote["reviewer"], pair, verdict, "blind" if vote["blind"] else "names shown", vote["comment"]))
+    return "<h4>Pairwise votes</h4>" + html_table(rows, ("reviewer", "pair", "vote", "how", "comment"))

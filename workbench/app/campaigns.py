@@ -13,7 +13,7 @@ import gradio as gr
 
 from trainer.errors import UserError
 from workbench import importing, store
-from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, Refused, inline, md, table
+from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, Refused, html_table, inline, md
 
 OVERVIEW_COLUMNS = ["campaign", "dataset", "split", "models", "overlap", "items", "complete", "reviews", "status"]
 REVIEWER_COLUMNS = ["reviewer", "done", "in_progress", "last_done"]
@@ -25,12 +25,12 @@ def build(app: App) -> None:
         "A campaign hands each reviewer the next item that still needs them, beside its guidelines, until every "
         "item has its reviewers. To grade, pick the campaign in **Campaign** at the top and open **Review**."
     )
-    overview = gr.Dataframe(label="Campaigns", interactive=False, elem_id="campaigns-table")
+    overview = gr.HTML(label="Campaigns", elem_id="campaigns-table")
     with gr.Row():
         chosen = gr.Dropdown(label="Campaign", choices=[], elem_id="campaign-pick")
         refresh = gr.Button("Refresh", elem_id="campaign-refresh")
     progress = gr.Markdown(elem_id="campaign-progress")
-    reviewers = gr.Dataframe(label="Reviewers", interactive=False, elem_id="campaign-reviewers")
+    reviewers = gr.HTML(label="Reviewers", elem_id="campaign-reviewers")
     with gr.Row():
         close = gr.Button("Close campaign", elem_id="campaign-close")
         reopen = gr.Button("Reopen", elem_id="campaign-reopen")
@@ -72,23 +72,23 @@ def build(app: App) -> None:
             datasets = store.dataset_names(db)
             text, people = "", []
             if picked:
-                text = _progress_text(store.campaign_progress(db, picked, reviewer))
+                text = _progress_text(store.campaign_progress(db, picked, reviewer, open_for_me=True))
                 people = [
                     row
                     for row in store.reviewer_progress(db, picked)
                     if app.is_admin(request) or row["reviewer"] == reviewer
                 ]
         return (
-            table(rows, OVERVIEW_COLUMNS, empty=NO_CAMPAIGNS),
+            _rows_html(rows, OVERVIEW_COLUMNS, NO_CAMPAIGNS),
             gr.update(choices=names, value=picked),
             text,
-            table(people, REVIEWER_COLUMNS, empty="Nobody has been handed an item of this campaign yet."),
+            _rows_html(people, REVIEWER_COLUMNS, "Nobody has been handed an item of this campaign yet."),
             gr.update(choices=datasets),
         )
 
     shown = [overview, chosen, progress, reviewers, dataset]
-    refresh.click(show, inputs=[app.name_box, chosen], outputs=shown)
-    chosen.input(show, inputs=[app.name_box, chosen], outputs=shown)
+    for trigger in (refresh.click, chosen.input):  # a few reads: no spinner, no queue (like a Review step)
+        trigger(show, inputs=[app.name_box, chosen], outputs=shown, show_progress="hidden", queue=False)
     app.refreshers["campaigns"] = (show, [app.name_box, chosen], shown)
 
     def scope_of(picked_dataset):
@@ -117,7 +117,7 @@ def build(app: App) -> None:
                     guidelines=text or "",
                     created_by=creator,
                 )
-                items = store.campaign_progress(db, campaign.name)["items"]
+                items = campaign.items
                 open_campaigns = store.campaign_names(db, open_only=True)
         except UserError as exc:
             raise Refused(f"Not created: {exc}") from exc
@@ -162,6 +162,10 @@ def build(app: App) -> None:
         return f"Exported {count} items with raw, adjudicated and final grades.", str(out)
 
     export.click(inline(do_export, [status, download], status), inputs=[chosen], outputs=[status, download])
+
+
+def _rows_html(records: list[dict], columns: list[str], empty: str) -> str:
+    return html_table([[record.get(column) for column in columns] for record in records], columns, empty=empty)
 
 
 def _progress_text(progress: dict) -> str:

@@ -13,7 +13,6 @@ each reviewer and item, and named only once that reviewer has graded every respo
 
 from __future__ import annotations
 
-import html
 import json
 import random
 from dataclasses import replace
@@ -29,6 +28,7 @@ from workbench.app.core import (
     MAX_COLUMNS,
     App,
     Refused,
+    html_table,
     inline,
     md,
     my_agreement_with_judges,
@@ -491,16 +491,16 @@ class ReviewTab:
 
 
 def campaign_progress_text(progress: dict) -> str:
-    """The progress line in a campaign: the reviewer's own items, what still waits for them, and the campaign."""
+    """The progress line in a campaign: the reviewer's finished items and the campaign's (read, not counted)."""
     everyone = (
         f"Campaign: **{progress['complete']} / {progress['items']}** items have their "
         f"{progress['overlap']} reviewer{'s' * (progress['overlap'] != 1)}"
     )
     if progress["closed"]:
         return f"{everyone} · closed"
-    if progress["open_for_me"] is None:
+    if progress["mine_done"] is None:
         return f"Enter your name to get your items · {everyone}"
-    return f"You: **{progress['mine_done']}** items done, {progress['open_for_me']} more waiting · {everyone}"
+    return f"You: **{progress['mine_done']}** items done · {everyone}"
 
 
 def campaign_done_text(campaign: store.Campaign) -> str:
@@ -525,17 +525,11 @@ def saved_text(view: dict | None, row: dict | None) -> str:
 
 def judges_html(scores: list[dict]) -> str:
     """The judges' scores and rationales of one response as an escaped HTML table (lighter than a Dataframe)."""
-    if not scores:
-        return "<p class='wb-muted'>No judge scores yet: run <code>workbench judge</code>.</p>"
     rows = []
     for score in scores:
         scale = f"{score['score_min']:g}-{score['score_max']:g}" if score["score_min"] is not None else ""
         value = "error" if score["score"] is None else f"{score['score']:g} ({scale})"
         run = f" #{score['repeat'] + 1}" if score["repeat"] else ""
         note = score["rationale"] or (f"error: {score['error']}" if score["error"] else "")
-        cells = (score["judge"] + run, value, note)
-        rows.append("<tr>" + "".join(f"<td>{html.escape(str(cell))}</td>" for cell in cells) + "</tr>")
-    return (
-        "<table class='wb-judges'><thead><tr><th>judge</th><th>score</th><th>rationale</th></tr></thead>"
-        f"<tbody>{''.join(rows)}</tbody></table>"
-    )
+        rows.append((score["judge"] + run, value, note))
+    return html_table(rows, ("judge", "score", "rationale"), empty="No judge scores yet: run workbench judge.")

@@ -47,6 +47,9 @@ class Campaign:
     guidelines: str
     lease_minutes: int
     models: tuple[str, ...]
+    items: int
+    complete_items: int
+    reviews_done: int
     created_by: str | None
     created_at: str
     closed_at: str | None
@@ -148,6 +151,22 @@ def create_campaign(
                                     WHERE r.item_id = per.item_id)""",
             {"c": campaign_id},
         )
+        db.execute(
+            """UPDATE campaign_items SET reviews = (SELECT COUNT(*) FROM assignments a
+               WHERE a.campaign_id = campaign_items.campaign_id AND a.item_id = campaign_items.item_id)
+               WHERE campaign_id = ?""",
+            [campaign_id],
+        )
+        db.execute(
+            """UPDATE campaigns SET
+                   items = (SELECT COUNT(*) FROM campaign_items WHERE campaign_id = campaigns.id),
+                   complete_items = (SELECT COUNT(*) FROM campaign_items
+                                     WHERE campaign_id = campaigns.id AND reviews >= campaigns.overlap),
+                   reviews_done = (SELECT COALESCE(SUM(MIN(reviews, campaigns.overlap)), 0) FROM campaign_items
+                                   WHERE campaign_id = campaigns.id)
+               WHERE id = ?""",
+            [campaign_id],
+        )
         _close_if_complete(db, campaign_id)
     return get_campaign(db, name)
 
@@ -186,6 +205,9 @@ def get_campaign(db: sqlite_utils.Database, name: str) -> Campaign:
         guidelines=row["guidelines"],
         lease_minutes=row["lease_minutes"],
         models=models,
+        items=row["items"],
+        complete_items=row["complete_items"],
+        reviews_done=row["reviews_done"],
         created_by=row["created_by"],
         created_at=row["created_at"],
         closed_at=row["closed_at"],
@@ -213,7 +235,7 @@ _HOLDING = "(a.done_at IS NOT NULL OR a.expires_at > :now)"
 
 # Items of campaign :c that still need a reviewer and that reviewer :me has neither done nor reserved.
 _OPEN_FOR_ME = f"""
-    ci.campaign_id = :c
+    ci.campaign_id = :c AND ci.reviews < :overlap
     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.campaign_id = :c AND a.item_id = ci.item_id
                     AND a.reviewer_id = :me AND {_HOLDING})
     AND (SELECT COUNT(*) FROM assignments a WHERE a.campaign_id = :c AND a.item_id = ci.item_id
@@ -312,53 +334,59 @@ def previous_assignment(db: sqlite_utils.Database, name: str, reviewer: str, *, 
 
 def record_completion(db: sqlite_utils.Database, reviewer_id: int, item_id: str) -> list[str]:
     """After a save: mark the reviewer's assignment done in every campaign where they have now graded every
-    response of the item (also when they graded it outside the campaign), and close campaigns whose items all
-    have their quota. Returns the names of those campaigns. Runs inside the caller's transaction."""
+    response of the item (also when they graded it outside the campaign), move the campaign's counts, and close
+    a campaign whose items all have their quota. Returns the names of those campaigns. Runs inside the caller's
+    transaction, so the counts move with the grades or not at all."""
     done = []
-    for campaign_id, campaign_name, overlap in db.execute(
-        """SELECT c.id, c.name, c.overlap FROM campaign_items ci JOIN campaigns c ON c.id = ci.campaign_id
+    for campaign_id, campaign_name in db.execute(
+        """SELECT c.id, c.name FROM campaign_items ci JOIN campaigns c ON c.id = ci.campaign_id
            WHERE ci.item_id = ?""",
         [item_id],
     ).fetchall():
+        params = {"c": campaign_id, "item": item_id, "me": reviewer_id}
         missing = _one(
             db,
             f"""SELECT COUNT(*) FROM campaign_items ci JOIN {_CAMPAIGN_RESPONSES}
                 WHERE ci.campaign_id = :c AND ci.item_id = :item AND NOT EXISTS (
                     SELECT 1 FROM grades g WHERE g.response_id = r.id AND g.reviewer_id = :me)""",
-            {"c": campaign_id, "item": item_id, "me": reviewer_id},
+            params,
         )
-        if missing:
+        finished_before = _one(
+            db,
+            "SELECT done_at IS NOT NULL FROM assignments WHERE campaign_id = :c AND item_id = :item "
+            "AND reviewer_id = :me",
+            params,
+        )
+        if missing or finished_before:
             continue
         now = utc_now()
         db.execute(
             """INSERT INTO assignments (campaign_id, item_id, reviewer_id, assigned_at, done_at)
-               VALUES (?, ?, ?, ?, ?) ON CONFLICT (campaign_id, item_id, reviewer_id)
-               DO UPDATE SET done_at = COALESCE(done_at, excluded.done_at), expires_at = NULL""",
-            [campaign_id, item_id, reviewer_id, now, now],
+               VALUES (:c, :item, :me, :now, :now) ON CONFLICT (campaign_id, item_id, reviewer_id)
+               DO UPDATE SET done_at = excluded.done_at, expires_at = NULL""",
+            {**params, "now": now},
         )
         reviews = _one(
             db,
-            "SELECT COUNT(*) FROM assignments WHERE campaign_id = ? AND item_id = ? AND done_at IS NOT NULL",
-            [campaign_id, item_id],
+            "UPDATE campaign_items SET reviews = reviews + 1 WHERE campaign_id = :c AND item_id = :item "
+            "RETURNING reviews",
+            params,
         )
-        if reviews == overlap:  # this item just got its quota: was it the last one?
-            _close_if_complete(db, campaign_id, overlap)
+        db.execute(
+            """UPDATE campaigns SET reviews_done = reviews_done + (:reviews <= overlap),
+                                    complete_items = complete_items + (:reviews = overlap) WHERE id = :c""",
+            {**params, "reviews": reviews},
+        )
+        _close_if_complete(db, campaign_id)
         done.append(campaign_name)
     return done
 
 
-def _close_if_complete(db: sqlite_utils.Database, campaign_id: int, overlap: int | None = None) -> None:
-    if overlap is None:
-        overlap = _one(db, "SELECT overlap FROM campaigns WHERE id = ?", [campaign_id])
-    short = _one(
-        db,
-        """SELECT 1 FROM campaign_items ci WHERE ci.campaign_id = :c
-           AND (SELECT COUNT(*) FROM assignments a WHERE a.campaign_id = :c AND a.item_id = ci.item_id
-                AND a.done_at IS NOT NULL) < :overlap LIMIT 1""",
-        {"c": campaign_id, "overlap": overlap},
+def _close_if_complete(db: sqlite_utils.Database, campaign_id: int) -> None:
+    db.execute(
+        "UPDATE campaigns SET closed_at = ? WHERE id = ? AND closed_at IS NULL AND complete_items >= items",
+        [utc_now(), campaign_id],
     )
-    if short is None:
-        db.execute("UPDATE campaigns SET closed_at = ? WHERE id = ? AND closed_at IS NULL", [utc_now(), campaign_id])
 
 
 def is_done_by(db: sqlite_utils.Database, name: str, reviewer: str | None, item_id: str | None) -> bool:
@@ -381,10 +409,16 @@ def is_done_by(db: sqlite_utils.Database, name: str, reviewer: str | None, item_
 
 
 def campaign_progress(
-    db: sqlite_utils.Database, name: str, reviewer: str | None = None, *, now: datetime | None = None
+    db: sqlite_utils.Database,
+    name: str,
+    reviewer: str | None = None,
+    *,
+    open_for_me: bool = False,
+    now: datetime | None = None,
 ) -> dict:
-    """Items, items with their quota, reviews done and in progress; with ``reviewer``, their own done count
-    and how many items are still open for them. Grouped counts over ``assignments`` (no per-grade scans)."""
+    """Items, items with their quota and reviews done (counters kept by each save: no scan), and with
+    ``reviewer`` their own items done and reserved (their rows only). ``open_for_me`` also counts the items
+    still open for them, a scan of the campaign's items (the Campaigns tab asks for it, a step does not)."""
     campaign = get_campaign(db, name)
     params = {
         "c": campaign.id,
@@ -392,16 +426,6 @@ def campaign_progress(
         "now": _stamp(_now(now)),
         "me": _one(db, "SELECT id FROM reviewers WHERE name = ?", [reviewer or ""]) or -1,
     }
-    counts = next(
-        db.query(
-            """SELECT COUNT(*) AS items, COALESCE(SUM(done >= :overlap), 0) AS complete,
-                      COALESCE(SUM(MIN(done, :overlap)), 0) AS reviews_done
-               FROM (SELECT (SELECT COUNT(*) FROM assignments a WHERE a.campaign_id = :c
-                             AND a.item_id = ci.item_id AND a.done_at IS NOT NULL) AS done
-                     FROM campaign_items ci WHERE ci.campaign_id = :c)""",
-            params,
-        )
-    )
     mine = next(
         db.query(
             """SELECT COALESCE(SUM(done_at IS NOT NULL), 0) AS done,
@@ -410,21 +434,21 @@ def campaign_progress(
             params,
         )
     )
-    open_for_me = None
-    if reviewer and campaign.is_open:
-        open_for_me = _one(db, f"SELECT COUNT(*) FROM campaign_items ci WHERE {_OPEN_FOR_ME}", params)
+    waiting = None
+    if reviewer and open_for_me and campaign.is_open:
+        waiting = _one(db, f"SELECT COUNT(*) FROM campaign_items ci WHERE {_OPEN_FOR_ME}", params)
     return {
         "campaign": campaign.name,
         "dataset": campaign.dataset,
         "overlap": campaign.overlap,
         "closed": not campaign.is_open,
-        "items": counts["items"],
-        "complete": counts["complete"],
-        "reviews_needed": counts["items"] * campaign.overlap,
-        "reviews_done": counts["reviews_done"],
-        "mine_done": mine["done"],
-        "mine_reserved": mine["reserved"],
-        "open_for_me": open_for_me,
+        "items": campaign.items,
+        "complete": campaign.complete_items,
+        "reviews_needed": campaign.items * campaign.overlap,
+        "reviews_done": campaign.reviews_done,
+        "mine_done": mine["done"] if reviewer else None,
+        "mine_reserved": mine["reserved"] if reviewer else None,
+        "open_for_me": waiting,
     }
 
 

@@ -252,6 +252,8 @@ CREATE INDEX pairwise_grades_reviewer_item ON pairwise_grades(reviewer_id, item_
 # - ``campaigns``: a review campaign over one data set (optionally one split) and chosen models, with
 #   guidelines (Markdown) and an overlap: how many reviewers must grade each item.
 # - ``campaign_models`` / ``campaign_items``: what the campaign covers, in the order items are handed out.
+#   ``campaign_items.reviews`` counts the finished reviews of an item and ``campaigns.complete_items`` /
+#   ``reviews_done`` the campaign's, kept by the save that finishes a review: progress is read, not counted.
 # - ``assignments``: who was handed which item. A row is a reservation while ``done_at`` is NULL (it lapses at
 #   ``expires_at``, so an abandoned item goes back to the pool) and a completed review once the reviewer has
 #   graded every response of the item in the campaign. An item's quota counts done rows plus live reservations.
@@ -266,6 +268,9 @@ CREATE TABLE campaigns (
     overlap INTEGER NOT NULL CHECK (overlap >= 1),
     guidelines TEXT NOT NULL DEFAULT '',
     lease_minutes INTEGER NOT NULL DEFAULT 30 CHECK (lease_minutes > 0),
+    items INTEGER NOT NULL DEFAULT 0,
+    complete_items INTEGER NOT NULL DEFAULT 0,
+    reviews_done INTEGER NOT NULL DEFAULT 0,
     created_by TEXT,
     created_at TEXT NOT NULL,
     closed_at TEXT
@@ -280,6 +285,7 @@ CREATE TABLE campaign_items (
     campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
     item_id TEXT NOT NULL REFERENCES items(id),
     position INTEGER NOT NULL,
+    reviews INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (campaign_id, item_id)
 );
 CREATE UNIQUE INDEX campaign_items_order ON campaign_items(campaign_id, position);
