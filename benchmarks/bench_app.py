@@ -467,6 +467,15 @@ def measure_size(browser, floor: Tab, db_path: Path, args, size: int) -> dict:
                 sign_in(ours, reviewer)
                 result.update(navigate(ours, floor, args))
                 result.update(grade(ours, copy, reviewer, args))
+                save_next = Tab(page, "#instruction textarea", "#save-next", args.nav_timeout)
+                rng = random.Random(2)
+
+                def grade_all_then_next():
+                    page.evaluate(GRADE_ALL_JS, str(rng.randint(1, 5)))
+                    save_next.wait_until_idle()  # the grades' autosaves have run: the step is measured alone
+                    return save_next.click_and_wait()
+
+                result["grade_next"] = interleave(grade_all_then_next, floor, args)
             finally:
                 context.close()
         finally:
@@ -590,7 +599,16 @@ def interleave(step, floor: Tab, args) -> dict:
             floor_times.append(floor_ms)
         if time.perf_counter() > budget_end:
             break
-    return {**summary(times), "warmup_ms": warmup, "all_ms": times, "floor": summary(floor_times)}
+    return {**summary(times), **drift(times), "warmup_ms": warmup, "all_ms": times, "floor": summary(floor_times)}
+
+
+def drift(times: Sequence[float]) -> dict:
+    """Median of the last third over the first third: a page that slows as the reviewer works shows here
+    (Gradio's run history once took a step from 60 to 200 ms over 20 graded items)."""
+    third = len(times) // 3
+    if third < 3:
+        return {"drift": None}
+    return {"drift": statistics.median(times[-third:]) / statistics.median(times[:third])}
 
 
 def measure_campaign(browser, floor: Tab, db_path: Path, args, size: int) -> dict:
@@ -657,22 +675,27 @@ def measure_campaign(browser, floor: Tab, db_path: Path, args, size: int) -> dic
     return results
 
 
+def print_view(label: str, view: dict, items: int) -> None:
+    """One interleaved series: median, p95, max against the targets, the floor's median and the drift."""
+    target_note = "" if items == TARGET_SIZE else f" (targets set at {TARGET_SIZE:,} items)"
+    floor = view["floor"]
+    ratio = view["median_ms"] / floor["median_ms"] if view["median_ms"] and floor["median_ms"] else None
+    view["ratio_median"] = ratio
+    met = [
+        "met" if value is not None and value <= target else "not met"
+        for value, target in ((view["median_ms"], TARGET_MEDIAN_MS), (view["p95_ms"], TARGET_P95_MS))
+    ]
+    ratio_text = f"; floor {_ms(floor['median_ms'])} ms, ours / floor {ratio:.2f}x" if ratio else ""
+    drift_text = f"; last third / first third {view['drift']:.2f}x" if view.get("drift") else ""
+    print(
+        f"  {label}, {view['n']} runs: median {_ms(view['median_ms'])} ms, p95 {_ms(view['p95_ms'])} ms, "
+        f"max {_ms(view['max_ms'])} ms; targets {met[0]} / {met[1]}{target_note}{ratio_text}{drift_text}"
+    )
+
+
 def print_campaign(result: dict) -> None:
-    target_note = "" if result["items"] == TARGET_SIZE else f" (targets set at {TARGET_SIZE:,} items)"
     for key, label in CAMPAIGN_VIEWS.items():
-        view = result[key]
-        floor = view["floor"]
-        ratio = view["median_ms"] / floor["median_ms"] if view["median_ms"] and floor["median_ms"] else None
-        view["ratio_median"] = ratio
-        met = [
-            "met" if value is not None and value <= target else "not met"
-            for value, target in ((view["median_ms"], TARGET_MEDIAN_MS), (view["p95_ms"], TARGET_P95_MS))
-        ]
-        ratio_text = f"; floor {_ms(floor['median_ms'])} ms, ours / floor {ratio:.2f}x" if ratio else ""
-        print(
-            f"  {label}, {view['n']} runs: median {_ms(view['median_ms'])} ms, p95 {_ms(view['p95_ms'])} ms, "
-            f"max {_ms(view['max_ms'])} ms; targets {met[0]} / {met[1]}{target_note}{ratio_text}"
-        )
+        print_view(label, result[key], result["items"])
     print(flush=True)
 
 
@@ -733,6 +756,7 @@ def print_size(result: dict) -> None:
     )
     if graded["n"]:
         print(f"  grading, {graded['n']} grades: median {_ms(graded['median_ms'])} ms, {graded['what']}")
+    print_view("grade every response, then n (Save and next)", result["grade_next"], result["items"])
     print(flush=True)
 
 
@@ -749,6 +773,7 @@ def print_growth(results: list[dict], builds: dict[int, dict]) -> None:
         "floor median",
         "ours/floor",
         "grade",
+        "grade all, n",
     ]
     rows = []
     for result in results:
@@ -765,6 +790,7 @@ def print_growth(results: list[dict], builds: dict[int, dict]) -> None:
                 _ms(result["floor"]["median_ms"]),
                 f"{result['ratio_median']:.2f}x" if result.get("ratio_median") else "-",
                 _ms(result["grade"]["median_ms"]),
+                f"{_ms(result['grade_next']['median_ms'])} / {_ms(result['grade_next']['p95_ms'])}",
             ]
         )
     widths = [max(len(column), *(len(row[index]) for row in rows)) for index, column in enumerate(columns)]
