@@ -51,6 +51,10 @@ SERVER_WRITTEN = (
 STATUS_AT = 5 + 8 * MAX_COLUMNS + 3
 HEADER_AT = 1
 NO_NAME = "Enter your name (top left): your marks stay on screen and are stored as soon as you do."
+NO_DATA = (
+    "**Nothing to review yet**: import responses (`workbench import FILE --db DB`, or upload them in Data), "
+    "then pick the data set at the top."
+)
 NO_NAME_CAMPAIGN = "Enter your name (top left) to be handed your first item of this campaign."
 
 
@@ -375,7 +379,7 @@ class ReviewTab:
             saved.append(saved_text(view, row))
         values = [
             json.dumps({"item": item_id, "responses": [response_id for response_id, _ in shown]}) if view else "",
-            self._header(view),
+            self._header(view, dataset),
             view["instruction"] if view else "",
             view["input"] if view else "",
             (view["reference_output"] or "") if view else "",
@@ -412,9 +416,11 @@ class ReviewTab:
         return list(chosen)
 
     @staticmethod
-    def _header(view: dict | None) -> str:
+    def _header(view: dict | None, dataset: str | None) -> str:
+        if not view and not dataset:
+            return NO_DATA
         if not view:
-            return "**Nothing to review** with this data set, these models and filters."
+            return "**Nothing to review** with this data set, these models and filters: clear the filters in Queues."
         split = f" · split {md(view['split'])}" if view["split"] else ""
         return f"**{md(view['dataset'])}** · item {view['position'] + 1}{split}"
 
