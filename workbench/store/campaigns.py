@@ -235,7 +235,7 @@ _HOLDING = "(a.done_at IS NOT NULL OR a.expires_at > :now)"
 
 # Items of campaign :c that still need a reviewer and that reviewer :me has neither done nor reserved.
 _OPEN_FOR_ME = f"""
-    ci.campaign_id = :c AND ci.reviews < :overlap
+    ci.campaign_id = :c
     AND NOT EXISTS (SELECT 1 FROM assignments a WHERE a.campaign_id = :c AND a.item_id = ci.item_id
                     AND a.reviewer_id = :me AND {_HOLDING})
     AND (SELECT COUNT(*) FROM assignments a WHERE a.campaign_id = :c AND a.item_id = ci.item_id
@@ -307,8 +307,17 @@ def _position(db: sqlite_utils.Database, campaign_id: int, item_id: str | None) 
 
 
 def _first_open(db: sqlite_utils.Database, params: dict, after_position: int | None) -> str | None:
-    """The first item open for reviewer :me in campaign order, starting after ``after_position`` and wrapping."""
-    sql = f"SELECT ci.item_id FROM campaign_items ci WHERE {_OPEN_FOR_ME} {{extra}} ORDER BY ci.position LIMIT 1"
+    """The first item open for reviewer :me in campaign order, starting after ``after_position`` and wrapping.
+
+    One ordered look-up per count of finished reviews below the overlap (0, 1, ...) on the index
+    (campaign, reviews, position), so the items that already have their reviewers are never read: the cost
+    does not grow as the campaign fills up."""
+    arms = " UNION ALL ".join(
+        f"""SELECT * FROM (SELECT ci.item_id, ci.position FROM campaign_items ci
+            WHERE ci.reviews = {reviews} AND {_OPEN_FOR_ME} {{extra}} ORDER BY ci.position LIMIT 1)"""
+        for reviews in range(params["overlap"])
+    )
+    sql = f"SELECT item_id FROM ({arms}) ORDER BY position LIMIT 1"
     if after_position is not None:
         found = _one(db, sql.format(extra="AND ci.position > :after"), {**params, "after": after_position})
         if found is not None:
@@ -436,7 +445,9 @@ def campaign_progress(
     )
     waiting = None
     if reviewer and open_for_me and campaign.is_open:
-        waiting = _one(db, f"SELECT COUNT(*) FROM campaign_items ci WHERE {_OPEN_FOR_ME}", params)
+        waiting = _one(
+            db, f"SELECT COUNT(*) FROM campaign_items ci WHERE ci.reviews < :overlap AND {_OPEN_FOR_ME}", params
+        )
     return {
         "campaign": campaign.name,
         "dataset": campaign.dataset,

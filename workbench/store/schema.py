@@ -289,6 +289,7 @@ CREATE TABLE campaign_items (
     PRIMARY KEY (campaign_id, item_id)
 );
 CREATE UNIQUE INDEX campaign_items_order ON campaign_items(campaign_id, position);
+CREATE INDEX campaign_items_open ON campaign_items(campaign_id, reviews, position);
 CREATE INDEX campaign_items_item ON campaign_items(item_id);
 CREATE TABLE assignments (
     campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
