@@ -577,6 +577,7 @@ CAMPAIGN_VIEWS = {
     "campaign_grade_next": "campaign: grade all, then n",
     "campaign_progress": "Campaigns tab: refresh progress",
     "adjudication": "Adjudication: final grades, then Save and next",
+    "adjudication_queue": "Adjudication: Show the queue (one item fewer each time)",
 }
 
 
@@ -668,6 +669,18 @@ def measure_campaign(browser, floor: Tab, db_path: Path, args, size: int) -> dic
                 return adjudicate.click_and_wait()
 
             results["adjudication"] = interleave(final_grades_then_next, floor, args)
+
+            show = Tab(page, "#adj-queue", "#adj-refresh", args.nav_timeout)
+
+            def resolve_one_then_show():
+                if not page.evaluate("document.querySelector('#adj-instruction textarea')?.value"):
+                    return None
+                page.evaluate(FINAL_GRADES_JS, str(rng.randint(1, 5)))
+                adjudicate.wait_until_idle()
+                adjudicate.click_and_wait()  # not timed: the item is resolved, so the queue loses a row
+                return show.click_and_wait()
+
+            results["adjudication_queue"] = interleave(resolve_one_then_show, floor, args)
         finally:
             context.close()
             other.close()

@@ -278,11 +278,12 @@ def next_assignment(
             )
         if not campaign.is_open:
             return None
-        mine = _one(
+        mine = _one(  # from the reviewer's open reservations (a partial index): not a walk over the items
             db,
-            """SELECT a.item_id FROM assignments a JOIN campaign_items ci ON ci.campaign_id = a.campaign_id
-               AND ci.item_id = a.item_id WHERE a.campaign_id = :c AND a.reviewer_id = :me
-               AND a.done_at IS NULL ORDER BY ci.position LIMIT 1""",
+            """SELECT a.item_id FROM assignments a INDEXED BY assignments_open
+               WHERE a.campaign_id = :c AND a.reviewer_id = :me AND a.done_at IS NULL
+               ORDER BY (SELECT ci.position FROM campaign_items ci
+                         WHERE ci.campaign_id = a.campaign_id AND ci.item_id = a.item_id) LIMIT 1""",
             params,
         )
         target = mine or _first_open(db, params, _position(db, campaign.id, after) if skip else None)
@@ -330,9 +331,9 @@ def previous_assignment(db: sqlite_utils.Database, name: str, reviewer: str, *, 
     them go back and change a grade."""
     campaign = get_campaign(db, name)
     params = {"c": campaign.id, "me": reviewer, "at": _position(db, campaign.id, before)}
-    sql = """SELECT a.item_id FROM assignments a JOIN campaign_items ci ON ci.campaign_id = a.campaign_id
-             AND ci.item_id = a.item_id WHERE a.campaign_id = :c
-             AND a.reviewer_id = (SELECT id FROM reviewers WHERE name = :me) {extra}
+    sql = """SELECT a.item_id FROM assignments a INDEXED BY assignments_reviewer
+             JOIN campaign_items ci ON ci.campaign_id = a.campaign_id AND ci.item_id = a.item_id
+             WHERE a.campaign_id = :c AND a.reviewer_id = (SELECT id FROM reviewers WHERE name = :me) {extra}
              ORDER BY ci.position DESC LIMIT 1"""
     if params["at"] is not None:
         found = _one(db, sql.format(extra="AND ci.position < :at"), params)

@@ -301,6 +301,7 @@ CREATE TABLE assignments (
     PRIMARY KEY (campaign_id, item_id, reviewer_id)
 );
 CREATE INDEX assignments_reviewer ON assignments(campaign_id, reviewer_id);
+CREATE INDEX assignments_open ON assignments(campaign_id, reviewer_id) WHERE done_at IS NULL;
 CREATE TABLE adjudications (
     response_id INTEGER PRIMARY KEY REFERENCES response_versions(id),
     campaign_id INTEGER REFERENCES campaigns(id),
