@@ -114,6 +114,12 @@ async ([selector, button, busy, timeout]) => {
 }
 """
 
+# What the app's status lines say, to explain a click that changed nothing.
+STATUS_LINES_JS = """
+[...document.querySelectorAll('#save-status, #adj-status, #campaign-status, #item-header')]
+  .map((element) => element.innerText.trim()).filter(Boolean).join(' | ')
+"""
+
 # Installed before the page's own scripts: records performance.now() (ms since navigation start) when the first
 # instruction appears.
 FIRST_ITEM_JS = """
@@ -371,7 +377,8 @@ class Tab:
         self.page.bring_to_front()
         result = self.page.evaluate(CLICK_AND_WAIT_JS, [self.text, self.button, BUSY_SELECTOR, self.timeout_s * 1000])
         if result.get("error"):
-            print(f"  {self.button}: {result['error']}", flush=True)
+            said = self.page.evaluate(STATUS_LINES_JS)
+            print(f"  {self.button}: {result['error']}; the page says: {said}", flush=True)
         return result["ms"], result["idle_ms"]
 
 
@@ -659,6 +666,7 @@ def measure_campaign(browser, floor: Tab, db_path: Path, args, size: int) -> dic
 
             page.get_by_role("tab", name="Adjudication").click()
             page.wait_for_function("document.querySelector('#adj-instruction textarea')?.value.length > 0")
+            page.wait_for_timeout(500)  # the response columns were hidden until now: let their radios mount
             adjudicate = Tab(page, "#adj-instruction textarea", "#adj-save-next", args.nav_timeout)
 
             def final_grades_then_next():
@@ -670,7 +678,8 @@ def measure_campaign(browser, floor: Tab, db_path: Path, args, size: int) -> dic
 
             results["adjudication"] = interleave(final_grades_then_next, floor, args)
 
-            show = Tab(page, "#adj-queue", "#adj-refresh", args.nav_timeout)
+            # the table's rows, not the block around them (its status tracker has text of its own)
+            show = Tab(page, "#adj-queue .table-container", "#adj-refresh", args.nav_timeout)
 
             def resolve_one_then_show():
                 if not page.evaluate("document.querySelector('#adj-instruction textarea')?.value"):

@@ -87,6 +87,7 @@ def test_a_campaign_covers_the_items_of_its_split_in_file_order(book):
         ({"dataset": "nope"}, "unknown data set 'nope'"),
         ({"models": ["nobody"]}, "model 'nobody' has no responses"),
         ({"models": []}, "at least one model"),
+        ({"models": ["a", "b", "c", "d", "e"]}, "at most 4 models"),
         ({"overlap": 0}, "overlap"),
         ({"overlap": 1.5}, "overlap"),
         ({"split": "nosuch"}, "no items in split 'nosuch'"),

@@ -32,6 +32,8 @@ from workbench.store.core import (
 )
 
 DEFAULT_OVERLAP = 2
+# the review app shows at most four responses side by side, and a review is finished when all are graded
+MAX_CAMPAIGN_MODELS = 4
 DEFAULT_LEASE_MINUTES = 30
 # grades of one response this far apart (on 1-5) send the item to adjudication
 DISAGREEMENT_SPREAD = 2
@@ -103,6 +105,8 @@ def create_campaign(
     models = list(dict.fromkeys(models))
     if not models:
         raise UserError("choose at least one model for the campaign")
+    if len(models) > MAX_CAMPAIGN_MODELS:
+        raise UserError(f"a campaign shows at most {MAX_CAMPAIGN_MODELS} models side by side, got {len(models)}")
     with transaction(db):
         if _one(db, "SELECT 1 FROM campaigns WHERE name = ?", [name]) is not None:
             raise UserError(f"a campaign named {name!r} exists already")
@@ -622,10 +626,12 @@ def save_adjudication(
         for response_id, score, note in finals:
             if isinstance(score, bool) or not isinstance(score, int) or not low <= score <= high:
                 raise UserError(f"final grade {score!r} must be a whole number from {low} to {high}")
-            in_campaign = _one(
+            in_campaign = _one(  # from the response (its primary key), never a walk over the campaign's items
                 db,
-                f"""SELECT 1 FROM campaign_items ci JOIN {_CAMPAIGN_RESPONSES}
-                    WHERE ci.campaign_id = :c AND r.id = :response""",
+                """SELECT 1 FROM responses r
+                   JOIN campaign_items ci ON ci.campaign_id = :c AND ci.item_id = r.item_id
+                   JOIN campaign_models cm ON cm.campaign_id = :c AND cm.model_id = r.model_id
+                   WHERE r.id = :response""",
                 {"c": campaign.id, "response": response_id},
             )
             if in_campaign is None:
