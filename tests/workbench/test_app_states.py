@@ -3,9 +3,12 @@ action is said inline, where it stays, instead of in a pop-up that vanishes or a
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.workbench.test_app import TIMEOUT_MS, _open_tab, _start, _wait_for_text
+from workbench import importing, store
 
 
 @pytest.fixture
@@ -65,3 +68,27 @@ def test_refusals_are_inline_and_stay(empty_app):
     assert "Enter your name" in page.locator("#blind-status").inner_text()
     assert page.locator(".toast-body").count() == 0
     assert page.locator("[data-testid=status-tracker].error, .error-message").count() == 0
+
+
+@pytest.mark.browser
+@pytest.mark.slow
+def test_a_long_queue_draws_its_first_rows_and_says_how_many(browser, tmp_path):
+    """A Dataframe of thousands of rows takes the browser seconds to draw; Review steps through all of them."""
+    entries = [{"instruction": f"Question {index}", "input": "", "output": "x", "m": "y"} for index in range(250)]
+    source = tmp_path / "long.json"
+    source.write_text(json.dumps(entries), encoding="utf-8")
+    db = store.open_db(tmp_path / "long.db")
+    importing.import_path(db, source)
+    db.close()
+    blocks, url = _start(tmp_path / "long.db")
+    try:
+        context = browser.new_context(viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(TIMEOUT_MS)
+        page = context.new_page()
+        page.goto(url)
+        _open_tab(page, "Queues")
+        _wait_for_text(page, "#queue-table", "Queue: 250 items \\(the first 200 shown\\)")
+        assert int(page.locator("#queue-table [role=grid]").get_attribute("aria-rowcount")) - 1 == 200
+        context.close()
+    finally:
+        blocks.close()

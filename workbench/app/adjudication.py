@@ -17,6 +17,9 @@ from workbench import store
 from workbench.app.core import GRADE_CHOICES, LETTERS, MAX_COLUMNS, App, Refused, html_table, inline, md, table
 
 QUEUE_COLUMNS = ["item", "grade_spread", "opposite_votes", "reviewers", "resolved", "instruction"]
+# rows drawn in the table: a Dataframe of 1,000 rows takes the browser a second to draw and slows every step
+# after it; Save and next walks the whole list, which the server keeps
+QUEUE_ROWS_SHOWN = 50
 
 
 def build(app: App) -> None:
@@ -29,7 +32,7 @@ def build(app: App) -> None:
         campaign = gr.Dropdown(label="Campaign", choices=[], elem_id="adj-campaign")
         unresolved = gr.Checkbox(label="Only items without final grades", value=True, elem_id="adj-unresolved")
         refresh = gr.Button("Show", variant="primary", elem_id="adj-refresh")
-    queue_table = gr.Dataframe(interactive=False, wrap=True, elem_id="adj-queue")
+    queue_table = gr.Dataframe(label="Items to adjudicate", interactive=False, wrap=True, elem_id="adj-queue")
     item_ids = gr.State([])
     key = gr.Textbox(visible=False, elem_id="adj-key")
     header = gr.Markdown(elem_id="adj-header")
@@ -97,17 +100,26 @@ def build(app: App) -> None:
             _votes_html(view["votes"]) if view else "",
         ]
 
-    def show(request: gr.Request, picked, only_unresolved):
+    def show(request: gr.Request, picked, only_unresolved, item_key):
+        """The queue; the item on screen stays (no redraw of two dozen components) while it is still listed."""
         app.require_admin(request, "adjudicate")
+        opened = json.loads(item_key or "null") or {}
         with app.connect() as db:
             names = store.campaign_names(db)
             picked = picked if picked in names else (names[0] if names else None)
             rows = store.disagreements(db, picked, unresolved_only=bool(only_unresolved)) if picked else []
-            first = rows[0]["item_id"] if rows else None
-            rendered = render(db, picked, first)
-        for row in rows:
+            listed = [row["item_id"] for row in rows]
+            if opened.get("campaign") == picked and opened.get("item") in listed:
+                rendered = [gr.update()] * len(item_outputs)
+            else:
+                rendered = render(db, picked, listed[0] if listed else None)
+        shown_rows = rows[:QUEUE_ROWS_SHOWN]
+        for row in shown_rows:
             row["item"] = row["position"] + 1
             row["instruction"] = row["instruction"][:90]
+        label = f"Items to adjudicate: {len(rows)}"
+        if len(rows) > QUEUE_ROWS_SHOWN:
+            label += f" (the first {QUEUE_ROWS_SHOWN} shown; Save and next goes through all of them)"
         hint = (
             "No campaigns yet: create one in the Campaigns tab."
             if not picked
@@ -116,16 +128,17 @@ def build(app: App) -> None:
         )
         return (
             gr.update(choices=names, value=picked),
-            table(rows, QUEUE_COLUMNS, empty=hint),
-            [row["item_id"] for row in rows],
+            gr.update(value=table(shown_rows, QUEUE_COLUMNS, empty=hint), label=label),
+            listed,
             "",
             *rendered,
         )
 
     shown = [campaign, queue_table, item_ids, status, *item_outputs]
-    for trigger in (refresh.click, campaign.input, unresolved.input):
-        trigger(inline(show, shown, status), inputs=[campaign, unresolved], outputs=shown)
-    app.refreshers["adjudication"] = (inline(show, shown, status), [campaign, unresolved], shown)
+    show_inputs = [campaign, unresolved, key]
+    for trigger in (refresh.click, campaign.input, unresolved.input):  # reads only: no spinner, no queue
+        trigger(inline(show, shown, status), inputs=show_inputs, outputs=shown, show_progress="hidden", queue=False)
+    app.refreshers["adjudication"] = (inline(show, shown, status), show_inputs, shown)
 
     def open_row(event: gr.SelectData, request: gr.Request, ids, picked):
         app.require_admin(request, "adjudicate")

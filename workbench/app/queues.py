@@ -11,6 +11,9 @@ import gradio as gr
 from workbench import store
 from workbench.app.core import App, Refused, inline, table
 
+# rows drawn in the table (Review steps through the whole queue): a Dataframe of thousands of rows takes the
+# browser seconds to draw
+ROWS_SHOWN = 200
 NO_ITEMS = "No items match: clear the filters, or pick another data set or models at the top."
 ORDER_CHOICES = [("file order", "position"), ("judge and humans disagree most", "disagreement")]
 COLUMNS = [
@@ -65,7 +68,7 @@ def build(app: App) -> None:
     refresh = gr.Button("Show queue", variant="primary", elem_id="queue-refresh")
     gr.Markdown("Click a row to open that item in the Review tab. Judge means are mapped onto 1-5.")
     status = gr.Markdown(elem_id="queue-status")
-    queue_table = gr.Dataframe(interactive=False, wrap=True, elem_id="queue-table")
+    queue_table = gr.Dataframe(label="Queue", interactive=False, wrap=True, elem_id="queue-table")
     item_ids = gr.State([])
 
     def show(request: gr.Request, name, dataset, models, *filters):
@@ -75,11 +78,13 @@ def build(app: App) -> None:
             rows = store.review_queue(db, queue)
             splits = [""] + store.split_names(db, dataset or None)
             judges = [""] + store.score_judge_names(db)
-        for row in rows:
+        shown = rows[:ROWS_SHOWN]
+        for row in shown:
             row["position"] += 1
             row["instruction"] = row["instruction"][:90]
+        label = f"Queue: {len(rows)} items" + (f" (the first {ROWS_SHOWN} shown)" if len(rows) > ROWS_SHOWN else "")
         return (
-            table(rows, COLUMNS, empty=NO_ITEMS),
+            gr.update(value=table(shown, COLUMNS, empty=NO_ITEMS), label=label),
             [row["item_id"] for row in rows],
             gr.update(choices=splits),
             gr.update(choices=judges),
