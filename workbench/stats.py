@@ -109,10 +109,9 @@ class Correlation(_Result):
     high: float
 
 
-def _bootstrap_interval(
-    data: tuple, statistic, *, paired: bool, vectorized: bool, resamples: int, seed: int
-) -> tuple[float, float]:
-    """Percentile interval of scipy's bootstrap distribution, skipping degenerate resamples.
+def _bootstrap_interval(data: tuple, statistic, *, paired: bool, resamples: int, seed: int) -> tuple:
+    """Percentile interval of scipy's bootstrap distribution, skipping degenerate resamples: (low, high) floats,
+    or arrays of them for a statistic with several values (every one computed on the same resamples).
 
     With few ratings or many ties (a judge giving 100 to most answers) some resamples are constant and their
     correlation is undefined (NaN); they are left out instead of turning the whole interval into NaN.
@@ -123,38 +122,111 @@ def _bootstrap_interval(
             data,
             statistic,
             paired=paired,
-            vectorized=vectorized,
+            vectorized=True,  # every statistic here takes an axis: all resamples in one call
             n_resamples=resamples,
             method="percentile",
             rng=np.random.default_rng(seed),
         )
         distribution = result.bootstrap_distribution
-    if np.all(np.isnan(distribution)):
-        return float("nan"), float("nan")
     tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.nanpercentile(distribution, [tail, 100 - tail])
-    return float(low), float(high)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a statistic NaN on every resample: its interval is NaN
+        low, high = np.nanpercentile(distribution, [tail, 100 - tail], axis=-1)
+    return (float(low), float(high)) if np.ndim(low) == 0 else (low, high)
+
+
+# The bootstrap statistics below take a whole batch of resamples (rows) at once. On 1,000 resamples of 8,000
+# responses scipy's own functions took 4.5 s for the three correlations; these take a fraction of that and
+# agree with scipy on every resample (tests/workbench/test_stats.py).
 
 
 def _pearson(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    return stats.pearsonr(x, y, axis=axis).statistic
+    """Pearson's r along ``axis``; NaN for a constant resample."""
+    x, y = np.moveaxis(np.asarray(x, float), axis, -1), np.moveaxis(np.asarray(y, float), axis, -1)
+    x = x - x.mean(axis=-1, keepdims=True)
+    y = y - y.mean(axis=-1, keepdims=True)
+    xy, xx, yy = (np.einsum("...i,...i->...", a, b) for a, b in ((x, y), (x, x), (y, y)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return xy / np.sqrt(xx * yy)
 
 
-def _spearman(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
-    """Spearman's rho is Pearson's r of the (tie-averaged) ranks; written so to bootstrap all at once."""
-    return _pearson(stats.rankdata(x, axis=axis), stats.rankdata(y, axis=axis), axis=axis)
+def _levels(values: np.ndarray, most: int) -> tuple[np.ndarray, int] | None:
+    """Each value's index among the distinct values (in order) and how many there may be; None past ``most``.
+    Whole numbers (grades, a judge's 0-100) index by subtraction, which is far cheaper than a search."""
+    low, high = values.min(initial=0), values.max(initial=0)
+    if high - low < most and np.array_equal(values, np.floor(values)):
+        return (values - low).astype(np.intp), int(high - low) + 1
+    levels = np.unique(values)
+    return (np.searchsorted(levels, values), len(levels)) if len(levels) <= most else None
 
 
-def _kendall(x: np.ndarray, y: np.ndarray) -> float:
-    return stats.kendalltau(x, y).statistic  # variant "b" (ties corrected) is scipy's default
+def _ranks(values: np.ndarray) -> np.ndarray:
+    """Tie-averaged ranks along the last axis. Scores with few distinct values are ranked from each row's count
+    of every value, far faster than sorting; others by scipy's ``rankdata``."""
+    found = _levels(values, KENDALL_TABLE_CELLS)
+    if found is None:
+        return stats.rankdata(values, axis=-1)
+    index, count = found
+    index = index.reshape(-1, values.shape[-1])
+    offsets = np.arange(len(index))[:, None] * count
+    counts = np.bincount((index + offsets).ravel(), minlength=len(index) * count).reshape(len(index), count)
+    level_ranks = counts.cumsum(axis=1) - (counts - 1) / 2  # the mean of the ranks a tied value spans
+    return np.take_along_axis(level_ranks, index, axis=1).reshape(values.shape)
 
 
-# method -> (scipy test with p-value, bootstrap statistic, whether the statistic takes an axis)
-_CORRELATIONS = {
-    "pearson": (stats.pearsonr, _pearson, True),
-    "spearman": (stats.spearmanr, _spearman, True),
-    "kendall": (stats.kendalltau, _kendall, False),
-}
+def _three_correlations(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Pearson's r, Spearman's rho (Pearson's r of the tie-averaged ranks) and Kendall's tau-b of each resample,
+    so that one set of resamples serves all three."""
+    x, y = np.moveaxis(np.asarray(x, float), axis, -1), np.moveaxis(np.asarray(y, float), axis, -1)
+    return np.stack([_pearson(x, y), _pearson(_ranks(x), _ranks(y)), _kendall(x, y)])
+
+
+# Kendall's tau-b of many resamples at once from each one's table of (x level, y level) counts, where the two
+# raters use few distinct scores (grades 1-5, a judge's whole 0-100): one scipy call per resample took 4.9 s
+# for 1,000 resamples of 8,000 responses. Cells of one table, and cells held in memory at once.
+KENDALL_TABLE_CELLS = 20_000
+_KENDALL_CHUNK_CELLS = 2_000_000
+
+
+def _kendall(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Kendall's tau-b (scipy's default variant, ties corrected) along ``axis``, for a batch of resamples."""
+    x, y = np.moveaxis(np.asarray(x, float), axis, -1), np.moveaxis(np.asarray(y, float), axis, -1)
+    shape, n = x.shape[:-1], x.shape[-1]
+    x, y = x.reshape(-1, n), y.reshape(-1, n)
+    found_x, found_y = _levels(x, KENDALL_TABLE_CELLS), _levels(y, KENDALL_TABLE_CELLS)
+    if found_x is None or found_y is None or found_x[1] * found_y[1] > KENDALL_TABLE_CELLS:
+        # (nearly) continuous scores: scipy, one resample at a time
+        taus = [stats.kendalltau(a, b).statistic for a, b in zip(x, y, strict=True)]
+        return np.asarray(taus, float).reshape(shape)
+    (index_x, rows), (index_y, columns) = found_x, found_y
+    codes = index_x * columns + index_y
+    chunk = max(1, _KENDALL_CHUNK_CELLS // (rows * columns))
+    taus = [_kendall_from_tables(codes[start : start + chunk], rows, columns) for start in range(0, len(codes), chunk)]
+    return np.concatenate(taus).reshape(shape)
+
+
+def _kendall_from_tables(codes: np.ndarray, rows: int, columns: int) -> np.ndarray:
+    """tau-b = (concordant - discordant) / sqrt((pairs - ties in x) (pairs - ties in y)), each resample's pairs
+    counted from its contingency table with cumulative sums instead of over all n^2 pairs."""
+    count, n = codes.shape
+    offsets = np.arange(count)[:, None] * (rows * columns)
+    table = np.bincount((codes + offsets).ravel(), minlength=count * rows * columns).reshape(count, rows, columns)
+    table = table.astype(float)
+    # cells below and right of (i, j): x and y both larger (concordant); below and left: discordant
+    below_right = table[:, ::-1, ::-1].cumsum(1).cumsum(2)[:, ::-1, ::-1]
+    below_left = table[:, ::-1, :].cumsum(1)[:, ::-1, :].cumsum(2)
+    concordant = (table[:, :-1, :-1] * below_right[:, 1:, 1:]).sum(axis=(1, 2))
+    discordant = (table[:, :-1, 1:] * below_left[:, 1:, :-1]).sum(axis=(1, 2))
+    pairs = n * (n - 1) / 2
+    row_totals, column_totals = table.sum(axis=2), table.sum(axis=1)
+    ties_x = (row_totals * (row_totals - 1) / 2).sum(axis=1)
+    ties_y = (column_totals * (column_totals - 1) / 2).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant resample: NaN, left out of the interval
+        return (concordant - discordant) / np.sqrt((pairs - ties_x) * (pairs - ties_y))
+
+
+# method -> scipy's test (value and p-value), in the order ``_three_correlations`` returns them
+_CORRELATIONS = {"pearson": stats.pearsonr, "spearman": stats.spearmanr, "kendall": stats.kendalltau}
 
 
 def correlations(
@@ -166,15 +238,15 @@ def correlations(
         raise ValueError(f"paired scores need equal 1-D shapes, got {x.shape} and {y.shape}")
     if len(x) < 3:
         raise ValueError(f"correlations need at least 3 pairs, got {len(x)}")
+    lows, highs = _bootstrap_interval((x, y), _three_correlations, paired=True, resamples=resamples, seed=seed)
     results = []
-    for method, (test, statistic, vectorized) in _CORRELATIONS.items():
+    for (method, test), low, high in zip(_CORRELATIONS.items(), lows, highs, strict=True):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # constant input: the value is NaN, reported so
             result = test(x, y)
-        low, high = _bootstrap_interval(
-            (x, y), statistic, paired=True, vectorized=vectorized, resamples=resamples, seed=seed
+        results.append(
+            Correlation(method, float(result.statistic), float(result.pvalue), len(x), float(low), float(high))
         )
-        results.append(Correlation(method, float(result.statistic), float(result.pvalue), len(x), low, high))
     return results
 
 
@@ -329,9 +401,7 @@ def paired_difference(
     if a.shape != b.shape or len(a) < 2:
         raise ValueError(f"paired scores need equal lengths of at least 2, got {len(a)} and {len(b)}")
     difference = b - a
-    low, high = _bootstrap_interval(
-        (difference,), np.mean, paired=False, vectorized=True, resamples=resamples, seed=seed
-    )
+    low, high = _bootstrap_interval((difference,), np.mean, paired=False, resamples=resamples, seed=seed)
     p_value = float(stats.wilcoxon(difference).pvalue) if np.any(difference) else 1.0
     means = float(a.mean()), float(b.mean()), float(difference.mean())
     return PairedDifference(len(a), *means, low, high, p_value)

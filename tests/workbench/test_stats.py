@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from scipy import stats as scipy_stats
 
 from workbench import stats
@@ -38,6 +41,35 @@ def test_correlations_match_scipy_with_n_and_a_seeded_bootstrap_interval():
         rng=np.random.default_rng(3),
     ).confidence_interval
     assert (results["kendall"].low, results["kendall"].high) == pytest.approx((reference.low, reference.high))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.lists(st.tuples(st.integers(0, 6), st.integers(0, 100)), min_size=2, max_size=40),
+    resamples=st.integers(1, 5),
+    seed=st.integers(0, 1000),
+)
+def test_the_bootstrap_correlations_equal_scipy_on_every_resample(data, resamples, seed):
+    """The bootstrap computes all resamples at once (ranks and Kendall's pairs from each resample's counts of
+    score levels); every resample must give scipy's Pearson r, Spearman rho and Kendall tau-b (ties
+    corrected), NaN where a resample is constant."""
+    x, y = (np.array(column, float) for column in zip(*data, strict=True))
+    picks = np.random.default_rng(seed).integers(0, len(x), size=(resamples, len(x)))
+    ours = stats._three_correlations(x[picks], y[picks])
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = [
+            [test(x[row], y[row]).statistic for row in picks]
+            for test in (scipy_stats.pearsonr, scipy_stats.spearmanr, scipy_stats.kendalltau)
+        ]
+    np.testing.assert_allclose(ours, expected, atol=1e-12, equal_nan=True)
+
+
+def test_kendall_on_continuous_scores_falls_back_to_scipy():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(3, 200)), rng.normal(size=(3, 200))  # 200 x 200 levels: too many for one table
+    expected = [scipy_stats.kendalltau(a, b).statistic for a, b in zip(x, y, strict=True)]
+    np.testing.assert_allclose(stats._kendall(x, y), expected, atol=1e-12)
 
 
 def test_correlation_intervals_survive_constant_resamples():
