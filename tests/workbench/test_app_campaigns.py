@@ -17,6 +17,7 @@ import pytest
 from tests.conftest import REPO
 from tests.workbench.test_app import TIMEOUT_MS, _open_tab, _start, _text, _wait_for, _wait_for_text
 from workbench import importing, store
+from workbench.app.core import guidelines_html
 from workbench.auth import load_logins
 
 PILOT = "pilot-set"
@@ -27,7 +28,11 @@ INSTRUCTIONS = [
     "Give a synonym of fast.",
     "Translate 'cat' into German.",
 ]
-GUIDELINES = "# How to grade\n\nA wrong fact is a **1**, whatever the style.\n\n<script>window.__xss=1</script>"
+GUIDELINES = """# How to grade
+
+- A wrong fact is a **1**, whatever the style.
+- Grade the answer to the instruction, not how close it is to the reference's wording.
+- Pick the better answer only after grading both."""
 
 
 @pytest.fixture
@@ -132,7 +137,6 @@ def test_a_three_reviewer_campaign_runs_from_creation_to_adjudicated_export(brow
         guidelines = page.locator("#guidelines")
         assert "A wrong fact is a" in guidelines.inner_text()  # the guidelines beside the item
         assert page.locator("#guidelines-panel").is_visible()
-    assert page.evaluate("window.__xss") is None
     # the first two reviewers were handed the first item, the third the second one
     assert [_text(page, "instruction") for page in reviewers.values()] == INSTRUCTIONS[:1] * 2 + INSTRUCTIONS[1:2]
 
@@ -196,6 +200,13 @@ def test_a_three_reviewer_campaign_runs_from_creation_to_adjudicated_export(brow
     assert (second["base adjudicated grade"], second["base final grade"]) == (None, 4)
     for page in [admin, *reviewers.values()]:
         page.context.close()
+
+
+def test_guidelines_render_as_markdown_that_runs_and_links_nothing():
+    shown = guidelines_html("# Rules\n\n**bold** <script>window.__xss=1</script> [x](javascript:alert(1))")
+    assert "<h1>Rules</h1>" in shown and "<strong>bold</strong>" in shown
+    assert "<script" not in shown and "&lt;script&gt;" in shown
+    assert "href" not in shown and "<a" not in shown
 
 
 def _readme_screenshot(page, tmp_path: Path) -> None:

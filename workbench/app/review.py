@@ -506,7 +506,8 @@ def campaign_progress_text(progress: dict) -> str:
         return f"{everyone} · closed"
     if progress["mine_done"] is None:
         return f"Enter your name to get your items · {everyone}"
-    return f"You: **{progress['mine_done']}** items done · {everyone}"
+    done = progress["mine_done"]
+    return f"You: **{done}** item{'s' * (done != 1)} done · {everyone}"
 
 
 def campaign_done_text(campaign: store.Campaign) -> str:
