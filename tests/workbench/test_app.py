@@ -178,15 +178,33 @@ def server(app_db):
     blocks.close()
 
 
-@pytest.fixture
-def page(browser, server):
+def open_page(browser, url: str | None = None, *, requests: list | None = None):
+    """A page in a browser context of its own (its own cookies and Gradio session: another person at another
+    desk), at ``url`` when given; ``requests`` collects every URL the page asks for."""
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(TIMEOUT_MS)
+    if requests is not None:
+        context.on("request", lambda request: requests.append(request.url))
     page = context.new_page()
-    page.goto(server)
+    if url:
+        page.goto(url)
+    return page
+
+
+def readme_screenshot(page, name: str, tmp_path: Path) -> None:
+    """A picture for the README, written to docs/ only on request (WORKBENCH_UPDATE_SCREENSHOTS=1), so that
+    running the tests leaves the checkout clean."""
+    page.evaluate("window.scrollTo(0, 0)")
+    folder = REPO / "docs" if os.environ.get("WORKBENCH_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    assert page.screenshot(path=str(folder / name), full_page=True).startswith(b"\x89PNG")
+
+
+@pytest.fixture
+def page(browser, server):
+    page = open_page(browser, server)
     _wait_for_item(page)
     yield page
-    context.close()
+    page.context.close()
 
 
 # --- helpers: what a person does in the page ------------------------------------------------------------
@@ -277,11 +295,7 @@ def test_grading_by_mouse_is_stored_per_reviewer(page, app_db, tmp_path):
     page.locator("#better").get_by_label("B better").check()
     _wait_for(lambda: _pairwise(app_db, "mouse")[0][3] == "right")
     assert _pairwise(app_db, "mouse") == [(instruction, MODEL_1, MODEL_2, "right", 0, None)]
-    page.evaluate("window.scrollTo(0, 0)")
-    # the README's picture is refreshed on request only, so that running the tests leaves the checkout clean
-    folder = REPO / "docs" if os.environ.get("WORKBENCH_UPDATE_SCREENSHOTS") == "1" else tmp_path
-    shot = page.screenshot(path=str(folder / "review-tab.png"), full_page=True)
-    assert shot.startswith(b"\x89PNG")
+    readme_screenshot(page, "review-tab.png", tmp_path)
 
 
 @pytest.mark.browser

@@ -6,7 +6,6 @@ the final and the raw grades. Every count is read from the SQLite file itself.
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
 from collections import Counter
 from pathlib import Path
@@ -14,8 +13,7 @@ from urllib.parse import urljoin
 
 import pytest
 
-from tests.conftest import REPO
-from tests.workbench.test_app import TIMEOUT_MS, _open_tab, _start, _text, _wait_for, _wait_for_text
+from tests.workbench.test_app import _open_tab, _start, _text, _wait_for, _wait_for_text, open_page, readme_screenshot
 from workbench import importing, store
 from workbench.app.core import guidelines_html
 from workbench.auth import load_logins
@@ -58,11 +56,8 @@ def server(pilot_db):
     blocks.close()
 
 
-def _page(browser, url: str, *, viewport=(1400, 1000)):
-    context = browser.new_context(viewport={"width": viewport[0], "height": viewport[1]})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(url)
+def _page(browser, url: str):
+    page = open_page(browser, url)
     page.locator("#scope-campaign input").wait_for()
     return page
 
@@ -157,7 +152,7 @@ def test_a_three_reviewer_campaign_runs_from_creation_to_adjudicated_export(brow
                 continue
             handed[name].append(graded)
             if not shot_taken and sum(map(len, handed.values())) == 3:
-                _readme_screenshot(page, tmp_path)
+                readme_screenshot(page, "campaign.png", tmp_path)  # a campaign in progress
                 shot_taken = True
     by_item = _grades_by_item(pilot_db)
     assert set(by_item) == set(INSTRUCTIONS)
@@ -209,14 +204,6 @@ def test_guidelines_render_as_markdown_that_runs_and_links_nothing():
     assert "href" not in shown and "<a" not in shown
 
 
-def _readme_screenshot(page, tmp_path: Path) -> None:
-    """The README's picture of a campaign in progress, refreshed on request only (the checkout stays clean)."""
-    page.evaluate("window.scrollTo(0, 0)")
-    folder = REPO / "docs" if os.environ.get("WORKBENCH_UPDATE_SCREENSHOTS") == "1" else tmp_path
-    shot = page.screenshot(path=str(folder / "campaign.png"), full_page=True)
-    assert shot.startswith(b"\x89PNG")
-
-
 @pytest.mark.browser
 @pytest.mark.slow
 def test_next_keeps_an_unfinished_item_and_skip_hands_it_back(browser, server, pilot_db):
@@ -252,10 +239,7 @@ def test_only_admins_create_campaigns_and_adjudicate_and_refusals_stay_inline(br
     try:
         pages = {}
         for user in ("ada", "rex"):
-            context = browser.new_context(viewport={"width": 1400, "height": 1000})
-            context.set_default_timeout(TIMEOUT_MS)
-            page = context.new_page()
-            page.goto(url)
+            page = open_page(browser, url)
             page.get_by_label("username").fill(user)
             page.get_by_label("password").fill(f"pw-{user}-123")
             page.get_by_role("button", name="Login").click()

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from tests.workbench.test_app import (
-    TIMEOUT_MS,
     XSS_IMG,
     XSS_SCRIPT,
     _open_tab,
@@ -21,6 +20,7 @@ from tests.workbench.test_app import (
     _text,
     _wait_for_item,
     _wait_for_text,
+    open_page,
 )
 from workbench import importing, store
 
@@ -110,14 +110,10 @@ def requests_made() -> list[str]:
 
 @pytest.fixture
 def page(browser, server, requests_made):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(TIMEOUT_MS)
-    context.on("request", lambda request: requests_made.append(request.url))
-    page = context.new_page()
-    page.goto(server)
+    page = open_page(browser, server, requests=requests_made)
     _wait_for_item(page)
     yield page
-    context.close()
+    page.context.close()
 
 
 def _bad_attributes(page, selector: str) -> list[str]:

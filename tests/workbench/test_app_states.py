@@ -7,19 +7,16 @@ import json
 
 import pytest
 
-from tests.workbench.test_app import TIMEOUT_MS, _open_tab, _start, _wait_for_text
+from tests.workbench.test_app import _open_tab, _start, _wait_for_text, open_page
 from workbench import importing, store
 
 
 @pytest.fixture
 def empty_app(browser, tmp_path):
     blocks, url = _start(tmp_path / "empty.db")
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(url)
+    page = open_page(browser, url)
     yield page
-    context.close()
+    page.context.close()
     blocks.close()
 
 
@@ -82,13 +79,10 @@ def test_a_long_queue_draws_its_first_rows_and_says_how_many(browser, tmp_path):
     db.close()
     blocks, url = _start(tmp_path / "long.db")
     try:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
-        page.goto(url)
+        page = open_page(browser, url)
         _open_tab(page, "Queues")
         _wait_for_text(page, "#queue-table", "Queue: 250 items \\(the first 200 shown\\)")
         assert int(page.locator("#queue-table [role=grid]").get_attribute("aria-rowcount")) - 1 == 200
-        context.close()
+        page.context.close()
     finally:
         blocks.close()

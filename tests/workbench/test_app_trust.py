@@ -20,7 +20,6 @@ from tests.workbench.test_app import (
     BOOK,
     MODEL_1,
     MODEL_2,
-    TIMEOUT_MS,
     _add_training_run,
     _grades,
     _open_tab,
@@ -29,6 +28,7 @@ from tests.workbench.test_app import (
     _wait_for,
     _wait_for_item,
     _wait_for_text,
+    open_page,
 )
 from workbench import app, importing, store
 from workbench.auth import load_logins
@@ -58,10 +58,7 @@ def server(trust_db):
 
 
 def _open(browser, url: str, *, wait: bool = True):
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(url)
+    page = open_page(browser, url)
     if wait:
         _wait_for_item(page)
     return page

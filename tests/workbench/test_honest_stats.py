@@ -316,14 +316,11 @@ def test_two_benchmark_configurations_are_two_columns_never_merged(graded, book_
 @pytest.mark.browser
 @pytest.mark.slow
 def test_the_agreement_tab_computes_alpha_at_the_level_picked(browser, graded, book_db):
-    from tests.workbench.test_app import TIMEOUT_MS, _open_tab, _start, _wait_for_text
+    from tests.workbench.test_app import _open_tab, _start, _wait_for_text, open_page
 
     blocks, url = _start(book_db)
     try:
-        context = browser.new_context(viewport={"width": 1400, "height": 1000})
-        context.set_default_timeout(TIMEOUT_MS)
-        page = context.new_page()
-        page.goto(url)
+        page = open_page(browser, url)
         _open_tab(page, "Agreement")
         _wait_for_text(page, "#agreement-table", r"alpha \(ordinal, 1-5\)")  # judge:gpt4 vs judge:llama3
         page.locator("#agreement-alpha-level input").click()
@@ -331,6 +328,6 @@ def test_the_agreement_tab_computes_alpha_at_the_level_picked(browser, graded, b
         _wait_for_text(page, "#agreement-table", r"alpha \(interval, 1-5\)")
         row, _ = agreement_table(graded, "judge:gpt4", "judge:llama3", alpha_level="interval")
         assert str(row["alpha (interval, 1-5)"]) in page.locator("#agreement-table").inner_text()
-        context.close()
+        page.context.close()
     finally:
         blocks.close()

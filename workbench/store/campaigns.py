@@ -15,7 +15,7 @@ records the final grade (``adjudications``); the raw grades stay untouched and e
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta, timezone
 
 import sqlite_utils
@@ -201,20 +201,7 @@ def get_campaign(db: sqlite_utils.Database, name: str) -> Campaign:
         ).fetchall()
     )
     return Campaign(
-        id=row["id"],
-        name=row["name"],
-        dataset=row["dataset"],
-        split=row["split"],
-        overlap=row["overlap"],
-        guidelines=row["guidelines"],
-        lease_minutes=row["lease_minutes"],
-        models=models,
-        items=row["items"],
-        complete_items=row["complete_items"],
-        reviews_done=row["reviews_done"],
-        created_by=row["created_by"],
-        created_at=row["created_at"],
-        closed_at=row["closed_at"],
+        **{field.name: row[field.name] for field in fields(Campaign) if field.name != "models"}, models=models
     )
 
 
