@@ -206,7 +206,9 @@ def test_guidelines_render_as_markdown_that_runs_and_links_nothing():
 
 @pytest.mark.browser
 @pytest.mark.slow
-def test_next_keeps_an_unfinished_item_and_skip_hands_it_back(browser, server, pilot_db):
+def test_next_keeps_an_unfinished_item_skip_moves_on_and_previous_comes_back(browser, server, pilot_db):
+    """As a reviewer would: grade one of two responses, press n (refused: finish it), skip it (it stays hers:
+    she graded part of it), skip an untouched item (handed back), then come back with Previous."""
     admin = _page(browser, server)
     _create_campaign(admin, "skips", overlap=1)
     admin.context.close()
@@ -218,15 +220,17 @@ def test_next_keeps_an_unfinished_item_and_skip_hands_it_back(browser, server, p
     page.locator("#save-next").click()
     _wait_for_text(page, "#save-status", "Grade every response of this item first")
     assert _text(page, "instruction") == INSTRUCTIONS[0]
-    page.locator("#skip").click()
-    _wait_for(lambda: _text(page, "instruction") == INSTRUCTIONS[1])
+    for skipped in range(2):  # item 1 half graded, item 2 untouched
+        page.locator("#skip").click()
+        _wait_for(lambda skipped=skipped: _text(page, "instruction") == INSTRUCTIONS[skipped + 1])
     other = _page(browser, server)
     _sign_in(other, "emil")
     other.wait_for_function("document.querySelector('#instruction textarea')?.value.length > 0")
-    assert _text(other, "instruction") == INSTRUCTIONS[0]  # dora's skipped item went back to the pool
-    assert _grades_by_item(pilot_db)[INSTRUCTIONS[0]] == Counter({"dora": 1})  # her one grade is kept
-    page.locator("#previous").click()  # back through her own items: only the one she holds now
-    _wait_for_text(page, "#progress", "You: .*0.* items done")
+    assert _text(other, "instruction") == INSTRUCTIONS[1]  # the untouched item went back; the first stays dora's
+    page.locator("#previous").click()
+    _wait_for(lambda: _text(page, "instruction") == INSTRUCTIONS[0])
+    assert page.locator("#grade-0 input[value='3']").is_checked()  # her grade, shown again
+    assert _grades_by_item(pilot_db)[INSTRUCTIONS[0]] == Counter({"dora": 1})
     for context in (page.context, other.context):
         context.close()
 

@@ -176,6 +176,28 @@ def test_next_on_an_unfinished_item_hands_the_same_item_and_skip_moves_on(book):
     assert store.next_assignment(book, "c", "alice", after=items[1], skip=True, now=T0) == items[1]
 
 
+def test_skipping_a_half_graded_item_keeps_it_and_previous_brings_it_back(book):
+    _small_campaign(book, overlap=1)
+    items = [item["id"] for item in store.dataset_items(book, BOOK)][:6]
+    assert store.next_assignment(book, "c", "alice", now=T0) == items[0]
+    view = store.item_view(book, items[0], list(BOOK_MODELS), "alice")
+    store.save_marks(
+        book, "alice", items[0], [store.Mark(view["responses"][0]["response_id"], BOOK_MODELS[0], 2)], None
+    )
+    assert store.next_assignment(book, "c", "alice", after=items[0], now=T0) == items[0]  # Next: finish it first
+    assert store.next_assignment(book, "c", "alice", after=items[0], skip=True, now=T0) == items[1]
+    assert store.next_assignment(book, "c", "bob", now=T0) == items[2]  # item 0 stays alice's: she graded part
+    assert store.next_assignment(book, "c", "alice", after=items[1], skip=True, now=T0) == items[3]
+    assert store.next_assignment(book, "c", "carol", now=T0) == items[1]  # nothing graded there: handed back
+    assert store.previous_assignment(book, "c", "alice", before=items[3]) == items[0]
+    # once everything else is taken, Skip comes back to the half-graded item instead of saying nothing is left
+    for item in items[3:]:  # dora grades the rest, alice's reserved item 3 too
+        _grade_item(book, "dora", item)
+    _grade_item(book, "bob", items[2])
+    _grade_item(book, "carol", items[1])
+    assert store.next_assignment(book, "c", "alice", after=items[3], skip=True, now=T0) == items[0]
+
+
 def test_previous_walks_back_through_my_own_items(book):
     _small_campaign(book, overlap=3)
     items = [item["id"] for item in store.dataset_items(book, BOOK)][:3]

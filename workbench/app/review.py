@@ -321,6 +321,7 @@ class ReviewTab:
         if target is None and reviewer:
             values[HEADER_AT] = campaign_done_text(found)
         elif target is None:
+            values[HEADER_AT] = f"**{md(found.name)}**: a campaign on {md(found.dataset)}"
             values[STATUS_AT] = NO_NAME_CAMPAIGN
         return values
 

@@ -246,26 +246,34 @@ def next_assignment(
     """The item ``reviewer`` should grade next in the campaign, reserved for them; None when nothing is left
     for them (every item has its quota, they did the rest, or the campaign is closed).
 
-    Their own reservation comes first, so a reload or a second tab resumes the same item. ``skip`` hands back
-    their reservation of ``after`` and moves on to the next open item after it (the skipped one comes last).
-    One write transaction, so two reviewers asking at once never take the same last place.
+    Their own unfinished item comes first (``after`` itself when it is one, else their oldest), so a reload or a
+    second tab resumes it and Next does not leave an item half graded. ``skip`` moves on to the next open item
+    after ``after``: the skipped item goes back to the pool, unless they graded part of it, then it stays
+    theirs (Previous brings it back) until the reservation lapses. One write transaction, so two reviewers
+    asking at once never take the same last place.
     """
     campaign = get_campaign(db, name)
     moment = _now(now)
     with transaction(db):
         reviewer_id = get_or_create_reviewer(db, reviewer)
-        params = {"c": campaign.id, "me": reviewer_id, "now": _stamp(moment), "overlap": campaign.overlap}
+        params = {
+            "c": campaign.id,
+            "me": reviewer_id,
+            "now": _stamp(moment),
+            "overlap": campaign.overlap,
+            "after": after or "",
+        }
         # a lapsed reservation of mine holds nothing: drop it, so the item can be handed to me again
         db.execute(
             "DELETE FROM assignments WHERE campaign_id = :c AND reviewer_id = :me AND done_at IS NULL "
             "AND expires_at <= :now",
             params,
         )
-        if skip and after is not None:
+        if skip and after is not None and not _graded_any(db, params):
             db.execute(
-                "DELETE FROM assignments WHERE campaign_id = :c AND reviewer_id = :me AND item_id = :item "
+                "DELETE FROM assignments WHERE campaign_id = :c AND reviewer_id = :me AND item_id = :after "
                 "AND done_at IS NULL",
-                {**params, "item": after},
+                params,
             )
         if not campaign.is_open:
             return None
@@ -273,11 +281,14 @@ def next_assignment(
             db,
             """SELECT a.item_id FROM assignments a INDEXED BY assignments_open
                WHERE a.campaign_id = :c AND a.reviewer_id = :me AND a.done_at IS NULL
-               ORDER BY (SELECT ci.position FROM campaign_items ci
+               ORDER BY a.item_id = :after DESC, (SELECT ci.position FROM campaign_items ci
                          WHERE ci.campaign_id = a.campaign_id AND ci.item_id = a.item_id) LIMIT 1""",
             params,
         )
-        target = mine or _first_open(db, params, _position(db, campaign.id, after) if skip else None)
+        if skip:
+            target = _first_open(db, params, _position(db, campaign.id, after)) or mine
+        else:
+            target = mine or _first_open(db, params, None)
         if target is not None:
             db.execute(
                 """INSERT INTO assignments (campaign_id, item_id, reviewer_id, assigned_at, expires_at)
@@ -290,6 +301,20 @@ def next_assignment(
                 },
             )
         return target
+
+
+def _graded_any(db: sqlite_utils.Database, params: dict) -> bool:
+    """Whether reviewer :me has graded any response of item :after in campaign :c."""
+    return (
+        _one(
+            db,
+            f"""SELECT 1 FROM campaign_items ci JOIN {_CAMPAIGN_RESPONSES}
+                JOIN grades g ON g.response_id = r.id AND g.reviewer_id = :me
+                WHERE ci.campaign_id = :c AND ci.item_id = :after LIMIT 1""",
+            params,
+        )
+        is not None
+    )
 
 
 def _position(db: sqlite_utils.Database, campaign_id: int, item_id: str | None) -> int | None:
