@@ -29,6 +29,14 @@ def read_guidelines(path: Path | None) -> str:
         raise UserError(f"{path}: cannot read the guidelines ({exc})") from exc
 
 
+def progress_summary(progress: dict) -> str:
+    """One line of a campaign's progress (``store.campaign_progress``), as the CLI and the Campaigns tab say it."""
+    return (
+        f"{progress['complete']} / {progress['items']} items have their {progress['overlap']} reviewer(s); "
+        f"{progress['reviews_done']} / {progress['reviews_needed']} reviews done"
+    )
+
+
 def progress_text(db: sqlite_utils.Database, name: str) -> str:
     """A campaign's progress for people: overall, then one line per reviewer."""
     progress = store.campaign_progress(db, name)
@@ -37,8 +45,7 @@ def progress_text(db: sqlite_utils.Database, name: str) -> str:
     lines = [
         f"campaign {name!r} on {scope}, models {', '.join(campaign.models)}: "
         f"{'closed' if progress['closed'] else 'open'}",
-        f"{progress['complete']} / {progress['items']} items have their {campaign.overlap} reviewer(s); "
-        f"{progress['reviews_done']} / {progress['reviews_needed']} reviews done",
+        progress_summary(progress),
     ]
     for row in store.reviewer_progress(db, name):
         lines.append(f"  {row['reviewer']}: {row['done']} done, {row['in_progress']} in progress")

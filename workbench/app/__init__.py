@@ -258,7 +258,7 @@ def _wire_scope(app: App, review: ReviewTab, blocks: gr.Blocks) -> None:
         """A new name keeps the marks on screen (stored under it) and shows that reviewer's own earlier
         marks only where the screen has none, so a click racing this event is never undone."""
         marks, (remembered, dataset, scope_models, campaign) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
-        start = reviewer_name(name, request) if campaign and not item_key else gr.update()
+        start = (app.optional_reviewer(name, request) or "") if campaign and not item_key else gr.update()
         unchanged = [gr.update()] * (len(name_outputs) - 2)
         if getattr(request, "username", None):
             return gr.update(), *unchanged, start
@@ -314,11 +314,6 @@ def _models_update(all_models: list[str], chosen: list[str], blind_now: bool, *,
     if blind_now:
         return gr.update(choices=[], value=[], visible=False)
     return gr.update(choices=all_models, value=chosen, visible=True, interactive=not locked)
-
-
-def reviewer_name(name: str | None, request: gr.Request) -> str:
-    """Who is asking: the signed-in user, else the name typed (may be empty)."""
-    return getattr(request, "username", None) or (name or "").strip()
 
 
 def campaign_choices(open_campaigns: list[str], chosen: str) -> Any:

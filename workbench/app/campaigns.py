@@ -14,6 +14,7 @@ import gradio as gr
 from trainer.errors import UserError
 from workbench import importing, store
 from workbench.app.core import FREE_REVIEW, MAX_COLUMNS, App, Refused, html_table, inline, md
+from workbench.campaigns import progress_summary
 
 OVERVIEW_COLUMNS = ["campaign", "dataset", "split", "models", "overlap", "items", "complete", "reviews", "status"]
 REVIEWER_COLUMNS = ["reviewer", "done", "in_progress", "last_done"]
@@ -174,7 +175,5 @@ def _progress_text(progress: dict) -> str:
     if progress["open_for_me"] is not None:
         mine = f" · you: {progress['mine_done']} done, {progress['open_for_me']} more waiting for you"
     return (
-        f"**{md(progress['campaign'])}** ({state}) on {md(progress['dataset'])}: "
-        f"**{progress['complete']} / {progress['items']}** items have their {progress['overlap']} reviewer(s); "
-        f"{progress['reviews_done']} / {progress['reviews_needed']} reviews done{mine}"
+        f"**{md(progress['campaign'])}** ({state}) on {md(progress['dataset'])}: {md(progress_summary(progress))}{mine}"
     )

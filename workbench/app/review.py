@@ -218,19 +218,19 @@ class ReviewTab:
             return None, []
         return item_id, store.response_models(db, item_id, response_ids)
 
-    def keep_marks(self, db, reviewer: str | None, item_key, values, dataset) -> tuple[str | None, list, int]:
+    def keep_marks(self, db, reviewer: str | None, item_key, values, dataset) -> tuple[str | None, list, store.Saved]:
         """Store the marks on screen for the item they were given on and move the progress counts.
 
-        Returns that item, its [[response id, model], ...] and the rows changed. With no name, refuses (so
-        the reviewer cannot leave) while any marks are on screen. Every handler that saves or leaves an item
-        calls this first.
+        Returns that item, its [[response id, model], ...] and what the save wrote (``store.Saved``: rows
+        changed, campaigns whose item it finished). With no name, refuses (so the reviewer cannot leave) while
+        any marks are on screen. Every handler that saves or leaves an item calls this first.
         """
         item_id, shown = self.opened(db, item_key)
         marks, better = self._marks(shown, values)
         if not item_id or not marks:
-            return item_id, shown, 0
+            return item_id, shown, store.Saved()
         if not any(mark.grade is not None or mark.comment.strip() for mark in marks) and not better:
-            return item_id, shown, 0
+            return item_id, shown, store.Saved()
         if reviewer is None:
             raise Refused(NO_NAME)
         try:
@@ -238,7 +238,7 @@ class ReviewTab:
         except UserError as exc:
             raise Refused(str(exc)) from exc
         self.app.progress.record(reviewer, dataset, saved)
-        return item_id, shown, saved.changed
+        return item_id, shown, saved
 
     def _autosave(self, request: gr.Request, name, item_key, *rest):
         values, (dataset, models, campaign) = rest[: 2 * MAX_COLUMNS + 1], rest[2 * MAX_COLUMNS + 1 :]
@@ -248,19 +248,19 @@ class ReviewTab:
             waiting = any(grade is not None for grade in grades) or any((c or "").strip() for c in comments) or better
             return *[gr.update()] * MAX_COLUMNS, NO_NAME if waiting else "", gr.update(), gr.update()
         with self.app.connect() as db:
-            item_id, shown, changed = self.keep_marks(db, reviewer, item_key, values, dataset)
+            item_id, shown, saved = self.keep_marks(db, reviewer, item_key, values, dataset)
             view = store.item_view(db, item_id, [model for _, model in shown], reviewer) if item_id else None
             rows = {row["response_id"]: row for row in view["responses"]} if view else {}
             statuses = [saved_text(view, rows.get(response_id)) for response_id, _ in shown]
             reveal = self.reveal_text(db, view, shown, reviewer)
             models = [] if campaign else self.resolve_models(db, dataset, models)
             progress = self.progress_text(db, reviewer, dataset, models, campaign=campaign)
-            finished = campaign and store.is_done_by(db, campaign, reviewer, item_id)
         statuses += [""] * (MAX_COLUMNS - len(statuses))
         # nothing new to say leaves the status alone: a step's message (nothing left, finish this item first)
         # must not be overwritten by the autosave of a click that the step has saved already
+        changed = saved.changed
         status = f"Saved ({changed} change{'s' * (changed != 1)})." if changed else gr.update()
-        if changed and finished:
+        if campaign in saved.completed:
             status += " This item is done: **n** for your next one."
         return *statuses, status, progress, reveal
 

@@ -26,7 +26,6 @@ from workbench.store.campaigns import (
     create_campaign,
     disagreements,
     get_campaign,
-    is_done_by,
     next_assignment,
     previous_assignment,
     reviewer_progress,

@@ -415,22 +415,6 @@ def _close_if_complete(db: sqlite_utils.Database, campaign_id: int) -> None:
     )
 
 
-def is_done_by(db: sqlite_utils.Database, name: str, reviewer: str | None, item_id: str | None) -> bool:
-    """Whether ``reviewer`` has finished ``item_id`` in the campaign (graded every response of it)."""
-    if not reviewer or not item_id:
-        return False
-    return (
-        _one(
-            db,
-            """SELECT 1 FROM assignments a JOIN campaigns c ON c.id = a.campaign_id
-               WHERE c.name = ? AND a.item_id = ? AND a.done_at IS NOT NULL
-               AND a.reviewer_id = (SELECT id FROM reviewers WHERE name = ?)""",
-            [name, item_id, reviewer],
-        )
-        is not None
-    )
-
-
 # --- progress ---------------------------------------------------------------------------------------------
 
 
@@ -499,8 +483,7 @@ def campaign_overview(db: sqlite_utils.Database) -> list[dict]:
     """Every campaign with its scope and progress, newest first (the Campaigns tab's table)."""
     rows = []
     for name in campaign_names(db):
-        campaign = get_campaign(db, name)
-        progress = campaign_progress(db, name)
+        campaign = get_campaign(db, name)  # its counters are its progress
         rows.append(
             {
                 "campaign": name,
@@ -508,10 +491,10 @@ def campaign_overview(db: sqlite_utils.Database) -> list[dict]:
                 "split": campaign.split or "all",
                 "models": ", ".join(campaign.models),
                 "overlap": campaign.overlap,
-                "items": progress["items"],
-                "complete": progress["complete"],
-                "reviews": f"{progress['reviews_done']} / {progress['reviews_needed']}",
-                "status": "closed" if progress["closed"] else "open",
+                "items": campaign.items,
+                "complete": campaign.complete_items,
+                "reviews": f"{campaign.reviews_done} / {campaign.items * campaign.overlap}",
+                "status": "open" if campaign.is_open else "closed",
             }
         )
     return rows
