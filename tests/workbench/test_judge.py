@@ -23,7 +23,14 @@ from scipy.special import expit, logit
 from trainer.errors import UserError
 from workbench import stats, store
 from workbench.cli import main as workbench_main
-from workbench.judge import format_summary, length_controlled_win_rate, run_judge
+from workbench.judge import (
+    MAX_STORED_REPLY_CHARS,
+    BoundedStream,
+    ReplyTooLarge,
+    format_summary,
+    length_controlled_win_rate,
+    run_judge,
+)
 from workbench.judge_prompts import MalformedAnswer, detect_injection, load_prompt, parse_score, parse_verdict
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -187,6 +194,97 @@ def test_transport_errors_retry_with_backoff_and_never_crash_the_batch(db_path, 
     assert score is None and "scripted HTTP 503" in error and "(status code: 503)" in error
     assert [fake.requests_for(t) for t in texts] == [2, 2, 2, 3, 1]
     assert summary["run"]["failed"] == 1
+
+
+def test_every_request_failing_is_one_error_line_and_exit_2(db_path, fake, capsys):
+    make_db(db_path, {"m": ["one", "two", "three"]})
+    for text in ("one", "two", "three"):
+        fake.script(text, Status(500), Status(500))
+    code = workbench_main(
+        ["judge", "--db", str(db_path), "--judge-model", "judge", "--host", fake.url, "--retries", "0"]
+    )
+    captured = capsys.readouterr()
+    db = store.open_db(db_path)
+    first_item = store.response_rows(db)[0]["item_id"]
+    db.close()
+    assert code == 2 and captured.out == ""
+    assert captured.err.splitlines() == [
+        f"error: all 3 of 3 judgements failed; first: item {first_item} (m, repeat 0): ResponseError: "
+        "scripted HTTP 500 (status code: 500). The failures are stored; a rerun asks again"
+    ]
+    with pytest.raises(UserError, match=r"^all 3 of 3 judgements failed; first: item "):
+        run_judge(db_path, "judge", host=fake.url, retries=0, **FAST)
+    assert len(fake.chats) == 6
+
+
+def test_partial_failure_prints_the_summary_says_n_of_m_and_exits_1(db_path, fake, capsys):
+    make_db(db_path, {"m": ["one", "two", "three"]})
+    fake.script("two", Status(500))
+    code = workbench_main(
+        ["judge", "--db", str(db_path), "--judge-model", "judge", "--host", fake.url, "--retries", "0"]
+    )
+    captured = capsys.readouterr()
+    db = store.open_db(db_path)
+    second_item = store.response_rows(db)[1]["item_id"]
+    db.close()
+    assert code == 1
+    assert "this run: 2 judged, 1 of 3 failed, 3 requests in " in captured.out
+    assert captured.err.splitlines() == [
+        f"error: 1 of 3 judgements failed; first: item {second_item} (m, repeat 0): ResponseError: "
+        "scripted HTTP 500 (status code: 500). The failures are stored; a rerun asks again"
+    ]
+    assert workbench_main(["judge", "--db", str(db_path), "--judge-model", "judge", "--host", fake.url]) == 0
+    assert "this run: 1 judged, 0 of 1 failed" in capsys.readouterr().out
+
+
+def test_a_long_reply_is_stored_capped_and_marked(db_path, fake):
+    make_db(db_path, {"m": ["wordy", "fine"]})
+    rationale = "because " * 40_000  # 320 KB, under the read limit: parsed whole, stored capped
+    fake.script("wordy", Reply(json.dumps({"score": 61, "rationale": rationale})))
+    summary = run_judge(db_path, "judge", host=fake.url, **FAST)
+    assert summary["run"]["judged"] == 2
+    db = store.open_db(db_path)
+    rows = db.execute(
+        "SELECT r.text, js.score, js.rationale, js.raw_output FROM judge_scores js "
+        "JOIN responses r ON r.id = js.response_id"
+    ).fetchall()
+    db.close()
+    stored = {text: (score, kept_rationale, raw) for text, score, kept_rationale, raw in rows}
+    score, kept_rationale, raw = stored["wordy"]
+    assert score == 61
+    whole = json.dumps({"score": 61, "rationale": rationale})
+    assert raw == whole[:MAX_STORED_REPLY_CHARS] + f"\n[truncated: {len(whole):,} characters in all]"
+    assert kept_rationale == rationale[:MAX_STORED_REPLY_CHARS] + f"\n[truncated: {len(rationale):,} characters in all]"
+    assert stored["fine"][2] == json.dumps({"score": fake_score("fine"), "rationale": "fake judge"})
+
+
+def test_a_reply_over_the_read_limit_fails_without_being_read_whole(db_path, fake):
+    make_db(db_path, {"m": ["huge", "fine"]})
+    fake.script("huge", Reply("x" * 5_000_000), Reply("x" * 5_000_000))
+    summary = run_judge(db_path, "judge", host=fake.url, **FAST)
+    assert summary["run"] == {**summary["run"], "judged": 1, "failed": 1, "requests": 2}  # not asked again
+    found = stored_scores(db_path, summary["judge"])
+    ((_, score, error),) = found["huge"]
+    assert score is None and error == "ReplyTooLarge: the judge's reply is larger than 1 MiB; reading stopped there"
+    db = store.open_db(db_path)
+    (raw,) = db.execute("SELECT raw_output FROM judge_scores WHERE score IS NULL").fetchone()
+    db.close()
+    assert raw.startswith('{"model": "judge:latest", ') and raw.endswith("[truncated: over 1,048,576 bytes]")
+    assert len(raw) < MAX_STORED_REPLY_CHARS + 100
+
+
+def test_the_bounded_reader_stops_one_chunk_past_the_limit():
+    consumed = []
+
+    def chunks():
+        for index in range(100):
+            consumed.append(index)
+            yield b"y" * 65_536
+
+    stream = BoundedStream(chunks(), limit=1 << 20)
+    with pytest.raises(ReplyTooLarge) as raised:
+        b"".join(stream)
+    assert len(consumed) == 17 and raised.value.head == b"y" * MAX_STORED_REPLY_CHARS
 
 
 def test_preflight_says_how_to_start_ollama_or_pull_the_model(db_path, fake, capsys):
