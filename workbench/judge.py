@@ -40,7 +40,7 @@ from workbench.judge_prompts import (
     SCORE_MIN,
     JudgePrompt,
     MalformedAnswer,
-    detect_injection,
+    detect_item_injection,
     load_prompt,
     parse_score,
     parse_verdict,
@@ -495,8 +495,15 @@ def run_judge(
         judge = store.get_or_create_ollama_judge(
             db, name=judge_name or default_name, **key, score_min=SCORE_MIN, score_max=SCORE_MAX
         )
-        flags = {
-            row["response_id"]: detect_injection(row["text"])
+        flags = {  # every field of the prompt: an instruction or reference can carry an injection too
+            row["response_id"]: detect_item_injection(
+                {
+                    "instruction": row["instruction"],
+                    "input": row["input"],
+                    "reference_output": row["reference_output"],
+                    "response": row["text"],
+                }
+            )
             for row in store.response_rows(db, dataset=dataset, models=models)
         }
         store.set_injection_flags(db, flags)
