@@ -130,17 +130,11 @@ class BoundedStream(httpx.SyncByteStream):
             close()
 
 
-class BoundedTransport(httpx.HTTPTransport):
-    """httpx's transport with every response body read through a BoundedStream of MAX_REPLY_BYTES."""
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = super().handle_request(request)
-        return httpx.Response(
-            response.status_code,
-            headers=response.headers,
-            stream=BoundedStream(response.stream, MAX_REPLY_BYTES),
-            extensions=response.extensions,
-        )
+def bound_reply(response: httpx.Response) -> None:
+    """httpx response hook (it runs before the body is read): read the body through a BoundedStream of
+    MAX_REPLY_BYTES. A hook rather than a transport keeps httpx's own transport, proxies from the
+    environment included."""
+    response.stream = BoundedStream(response.stream, MAX_REPLY_BYTES)
 
 
 @dataclass
@@ -276,7 +270,7 @@ def _run_pool(
     completes (SQLite stays on one thread). Saving comes before refilling, so a kill -9 loses at most
     ``concurrency`` answers; results that completed together share one commit (one fsync)."""
     counts = {"judged": 0, "failed": 0, "requests": 0}
-    failures: dict[int, str] = {}  # work index -> what failed, to report the first one in data set order
+    first_failure: tuple[int, str] | None = None  # (work index, what failed): the first in data set order
     started = time.perf_counter()
     pending = enumerate(work)
     in_flight: dict[Future, tuple[int, dict]] = {}
@@ -302,11 +296,13 @@ def _run_pool(
                 counts["requests"] += result["requests"]
                 if result["error"]:
                     counts["failed"] += 1
-                    failures[index] = (
+                    failure = (
                         f"item {unit['item_id']} ({unit.get('model', 'pair')}, repeat {unit['repeat']}): "
                         f"{result['error']}"
                     )
-                    logger.info("failed: %s", failures[index])  # the store keeps every error; one line reports
+                    logger.info("failed: %s", failure)  # the store keeps every error; one line reports the first
+                    if first_failure is None or index < first_failure[0]:
+                        first_failure = (index, failure)
                 else:
                     counts["judged"] += 1
             bar.set_postfix(errors=counts["failed"], refresh=False)
@@ -319,7 +315,7 @@ def _run_pool(
     return {
         "pending": len(work),
         **counts,
-        "first_error": failures[min(failures)] if failures else None,
+        "first_error": first_failure[1] if first_failure else None,
         "elapsed_s": round(elapsed, 3),
         "items_per_s": round(len(work) / elapsed, 3) if work and elapsed > 0 else None,
     }
@@ -479,7 +475,7 @@ def run_judge(
     db = store.open_db(db_path)
     try:
         models = _models_to_judge(db, mode, response_keys)
-        client = ollama.Client(host=host, timeout=timeout, transport=BoundedTransport())
+        client = ollama.Client(host=host, timeout=timeout, event_hooks={"response": [bound_reply]})
         judge_model, digest = pulled_model(client, host, judge_model)
         options = {**SAMPLING_OPTIONS, "seed": seed}
         key = {
