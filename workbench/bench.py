@@ -14,14 +14,18 @@ model weights, tasks, shots, limit and data) is served from the store unless for
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import hashlib
 import importlib.metadata
 import json
+import logging
 import math
 import os
 import shutil
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 from trainer.errors import UserError
@@ -323,6 +327,52 @@ def _task_manager(tasks: list[str], mmlu_dir: Path):
     return manager
 
 
+def _silent_tqdm(*args, **kwargs):
+    from tqdm import tqdm
+
+    return tqdm(*args, **{**kwargs, "disable": True})
+
+
+@contextlib.contextmanager
+def lm_eval_output_to(log_file: Path) -> Iterator[None]:
+    """Send lm-eval's chatter to ``log_file`` (appended) instead of the console, for the ``with`` block.
+
+    lm-eval logs three warning lines per task (171 for MMLU's 57 subjects) and draws a progress bar per task
+    while it builds requests, and one while it tokenizes. Here its ``lm_eval`` loggers and Python warnings
+    write to the file, and the bars of ``lm_eval.api.task`` and ``lm_eval.api.model`` (their module-level
+    ``tqdm`` names: lm-eval has no switch for them) are off. What stays on the console is the model's own
+    bar (requests scored, with the rate) and our results.
+    """
+    import lm_eval.api.model
+    import lm_eval.api.task
+
+    handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)  # no file until there is a message
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    lm_eval_logger = logging.getLogger("lm_eval")
+    saved_logger = (lm_eval_logger.handlers[:], lm_eval_logger.propagate, lm_eval_logger.level)
+    bar_modules = (lm_eval.api.task, lm_eval.api.model)
+    saved_bars = [module.tqdm for module in bar_modules]
+    lm_eval_logger.handlers, lm_eval_logger.propagate = [handler], False
+    lm_eval_logger.setLevel(logging.INFO)
+    for module in bar_modules:
+        module.tqdm = _silent_tqdm
+
+    def log_warning(message, category, filename, lineno, file=None, line=None) -> None:
+        text = f"{category.__name__}: {message}"
+        handler.handle(logging.LogRecord("py.warnings", logging.WARNING, filename, lineno, text, (), None))
+
+    try:
+        with warnings.catch_warnings():  # restores the warning display and filters afterwards
+            warnings.showwarning = log_warning
+            yield
+    finally:
+        for module, bar in zip(bar_modules, saved_bars, strict=True):
+            module.tqdm = bar
+        lm_eval_logger.handlers, lm_eval_logger.propagate = saved_logger[:2]
+        lm_eval_logger.setLevel(saved_logger[2])
+        handler.close()
+
+
 def _make_lm(run: str | None, checkpoint: str, hf_model: str | None, batch_size: int, device: str):
     if run is not None:
         from workbench.lm_backend import WorkbenchLM
@@ -441,11 +491,14 @@ def run_benchmark(
     batch_size: int = 16,
     device: str = "cpu",
     force: bool = False,
+    log_file: str | os.PathLike | None = None,
 ) -> dict:
     """Evaluate a trainer run (our backend) or a Hugging Face model (lm-eval's ``hf``) and store the outcome.
 
-    Returns ``{"benchmark_run_id", "model", "cached", "results", "samples"}``; ``cached`` is true when an
-    earlier run with the same settings answered without evaluating anything.
+    lm-eval's log messages and warnings are appended to ``log_file`` (default: the database's name with
+    ``.bench.log``), not printed. Returns ``{"benchmark_run_id", "model", "cached", "results", "samples",
+    "log_file"}``; ``cached`` is true when an earlier run with the same settings answered without evaluating
+    anything. ``log_file`` is None when nothing ran or lm-eval had nothing to say.
     """
     from workbench import store
 
@@ -472,22 +525,24 @@ def run_benchmark(
 
     db = store.open_db(db_path)
     stored = store.find_benchmark_run(db, cache_key)
+    log_file = Path(log_file) if log_file else Path(db_path).with_suffix(".bench.log")
     if stored is None or force:
         from lm_eval import simple_evaluate
 
-        manager = _task_manager(tasks, mmlu_dir)
-        names = [TASK_PREFIX + subject for subject in subjects] + [task for task in tasks if task != MMLU]
-        lm = _make_lm(run, checkpoint, hf_model, batch_size, device)
-        started_at = store.utc_now()
-        output = simple_evaluate(
-            model=lm,
-            tasks=names,
-            num_fewshot=num_fewshot,
-            limit=limit,
-            task_manager=manager,
-            log_samples=True,
-            bootstrap_iters=1000,
-        )
+        with lm_eval_output_to(log_file):
+            manager = _task_manager(tasks, mmlu_dir)
+            names = [TASK_PREFIX + subject for subject in subjects] + [task for task in tasks if task != MMLU]
+            lm = _make_lm(run, checkpoint, hf_model, batch_size, device)
+            started_at = store.utc_now()
+            output = simple_evaluate(
+                model=lm,
+                tasks=names,
+                num_fewshot=num_fewshot,
+                limit=limit,
+                task_manager=manager,
+                log_samples=True,
+                bootstrap_iters=1000,
+            )
         results, samples = _collect(output, num_fewshot, limit)
         run_id = store.save_benchmark_run(
             db,
@@ -505,10 +560,12 @@ def run_benchmark(
         )
     else:
         run_id = stored["id"]
+    cached = stored is not None and not force
     return {
         "benchmark_run_id": run_id,
         "model": model["name"],
-        "cached": stored is not None and not force,
+        "cached": cached,
+        "log_file": str(log_file) if not cached and log_file.exists() else None,
         "results": store.benchmark_results(db, run_id),
         "samples": store.benchmark_samples(db, run_id),
     }
@@ -598,6 +655,7 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--force", action="store_true", help="evaluate again even if stored with these settings")
     parser.add_argument("--plot", help="write a per-subject MMLU accuracy chart (PNG) here")
+    parser.add_argument("--log-file", help="append lm-eval's messages here (default: DB file name + .bench.log)")
     parser.set_defaults(func=_cli)
 
 
@@ -614,6 +672,7 @@ def _cli(args) -> int:
         batch_size=args.batch_size,
         device=args.device,
         force=args.force,
+        log_file=args.log_file,
     )
     print(format_results(summary["results"]))
     wrong = sum(1 for sample in summary["samples"] if sample["correct"] == 0)
@@ -625,4 +684,6 @@ def _cli(args) -> int:
     if args.plot:
         title = f"MMLU: {summary['model']}"
         print(f"plot: {plot_subject_accuracy(summary['results'], args.plot, title=title)}")
+    if summary["log_file"]:
+        print(f"lm-eval messages: {summary['log_file']}")
     return 0

@@ -4,6 +4,10 @@ The book sends one free-text request at a time and parses an integer. Here reque
 pool, ask for a JSON schema at temperature 0 with a fixed seed, and every answer is committed as it arrives;
 the judge's identity (model digest, prompt template hash, options) is the cache key, so a rerun only asks for
 what is missing and a changed model or prompt re-judges. Pairwise mode asks twice with the answers swapped.
+
+Exit status: 0 when every question was answered; 1 when some failed (the summary is printed, then one
+`error:` line with the count and the first failure); 2 when all failed or the input is wrong (one `error:`
+line only). Failed questions are stored with their error and asked again by the next run.
 """
 
 from __future__ import annotations
@@ -13,10 +17,11 @@ import hashlib
 import json
 import logging
 import os
+import sys
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +40,7 @@ from workbench.judge_prompts import (
     SCORE_MIN,
     JudgePrompt,
     MalformedAnswer,
-    detect_injection,
+    detect_item_injection,
     load_prompt,
     parse_score,
     parse_verdict,
@@ -49,6 +54,11 @@ MAX_BACKOFF_S = 30.0
 # Sampling options of every request; with the base seed they are part of the judge's cache key.
 SAMPLING_OPTIONS = {"temperature": 0}
 SWAP = {"A": "B", "B": "A", "tie": "tie"}
+# A verdict is a short JSON object; a reply past this many bytes is a runaway generation, and reading stops there.
+MAX_REPLY_BYTES = 1 << 20
+# What the store keeps of a reply or rationale; the rest is replaced by TRUNCATED (the app and SQL can look for it).
+MAX_STORED_REPLY_CHARS = 64 * 1024
+TRUNCATED = "\n[truncated: "
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +92,49 @@ def pulled_model(client: ollama.Client, host: str, model: str) -> tuple[str, str
 
 
 # --- asking the judge -------------------------------------------------------------------------------------
+
+
+def cap_text(text: str, limit: int = MAX_STORED_REPLY_CHARS) -> str:
+    """``text`` if it fits in ``limit`` characters, else its head and a marker giving the whole length."""
+    return text if len(text) <= limit else f"{text[:limit]}{TRUNCATED}{len(text):,} characters in all]"
+
+
+class ReplyTooLarge(Exception):
+    """The judge's HTTP reply passed MAX_REPLY_BYTES; ``head`` keeps its first bytes for the store."""
+
+    def __init__(self, head: bytes, limit: int) -> None:
+        super().__init__(f"the judge's reply is larger than {limit / 2**20:g} MiB; reading stopped there")
+        self.head = head
+
+
+class BoundedStream(httpx.SyncByteStream):
+    """A response body that raises ReplyTooLarge once more than ``limit`` bytes arrived, so a runaway reply
+    costs at most ``limit`` plus one network chunk of memory instead of its whole size."""
+
+    def __init__(self, chunks: Iterable[bytes], limit: int) -> None:
+        self._chunks = chunks
+        self._limit = limit
+
+    def __iter__(self) -> Iterator[bytes]:
+        received, head = 0, bytearray()
+        for chunk in self._chunks:
+            received += len(chunk)
+            head += chunk[: max(0, MAX_STORED_REPLY_CHARS - len(head))]
+            if received > self._limit:
+                raise ReplyTooLarge(bytes(head), self._limit)
+            yield chunk
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
+
+
+def bound_reply(response: httpx.Response) -> None:
+    """httpx response hook (it runs before the body is read): read the body through a BoundedStream of
+    MAX_REPLY_BYTES. A hook rather than a transport keeps httpx's own transport, proxies from the
+    environment included."""
+    response.stream = BoundedStream(response.stream, MAX_REPLY_BYTES)
 
 
 @dataclass
@@ -128,6 +181,9 @@ class Asker:
                     options={**SAMPLING_OPTIONS, "seed": seed},
                     stream=False,
                 )
+            except ReplyTooLarge as exc:  # the same request gives the same runaway reply: not asked again
+                raw = f"{exc.head.decode('utf-8', errors='replace')}{TRUNCATED}over {MAX_REPLY_BYTES:,} bytes]"
+                return Answer(None, raw, time.perf_counter() - started, attempt + 1, f"ReplyTooLarge: {exc}")
             except Exception as exc:  # noqa: BLE001 - sorted below; anything unexpected is recorded, not raised
                 error = f"{type(exc).__name__}: {exc}"
                 if isinstance(exc, ollama.ResponseError) and exc.status_code == 404:
@@ -141,9 +197,10 @@ class Asker:
                     self.stop.wait(min(self.backoff_s * 2**failures, MAX_BACKOFF_S))
                 failures += 1
                 continue
-            raw = reply.message.content or ""
+            whole = reply.message.content or ""
+            raw = cap_text(whole)
             try:
-                return Answer(parse(raw), raw, time.perf_counter() - started, attempt + 1)
+                return Answer(parse(whole), raw, time.perf_counter() - started, attempt + 1)
             except MalformedAnswer as exc:
                 error = f"malformed answer: {exc}"
                 conversation = [
@@ -161,7 +218,7 @@ def _score_task(ask: Asker, work: dict, seed: int) -> dict:
         "response_id": work["response_id"],
         "repeat": work["repeat"],
         "score": score,
-        "rationale": rationale,
+        "rationale": None if rationale is None else cap_text(rationale),
         "raw_output": answer.raw_output,
         "latency_s": answer.latency_s,
         "error": answer.error,
@@ -213,15 +270,16 @@ def _run_pool(
     completes (SQLite stays on one thread). Saving comes before refilling, so a kill -9 loses at most
     ``concurrency`` answers; results that completed together share one commit (one fsync)."""
     counts = {"judged": 0, "failed": 0, "requests": 0}
+    first_failure: tuple[int, str] | None = None  # (work index, what failed): the first in data set order
     started = time.perf_counter()
-    pending = iter(work)
-    in_flight: dict[Future, dict] = {}
+    pending = enumerate(work)
+    in_flight: dict[Future, tuple[int, dict]] = {}
     executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
     bar = tqdm(total=len(work), unit="item", desc=desc, disable=not progress, dynamic_ncols=True)
 
     def refill() -> None:
-        while len(in_flight) < concurrency and (unit := next(pending, None)) is not None:
-            in_flight[executor.submit(task, unit)] = unit
+        while len(in_flight) < concurrency and (entry := next(pending, None)) is not None:
+            in_flight[executor.submit(task, entry[1])] = entry
 
     try:
         refill()
@@ -234,17 +292,17 @@ def _run_pool(
                 if future.exception() is not None:
                     raise future.exception()
             refill()
-            for unit, result in finished:
+            for (index, unit), result in finished:
                 counts["requests"] += result["requests"]
                 if result["error"]:
                     counts["failed"] += 1
-                    logger.warning(
-                        "item %s (%s, repeat %d) failed: %s",
-                        unit["item_id"],
-                        unit.get("model", "pair"),
-                        unit["repeat"],
-                        result["error"],
+                    failure = (
+                        f"item {unit['item_id']} ({unit.get('model', 'pair')}, repeat {unit['repeat']}): "
+                        f"{result['error']}"
                     )
+                    logger.info("failed: %s", failure)  # the store keeps every error; one line reports the first
+                    if first_failure is None or index < first_failure[0]:
+                        first_failure = (index, failure)
                 else:
                     counts["judged"] += 1
             bar.set_postfix(errors=counts["failed"], refresh=False)
@@ -257,6 +315,7 @@ def _run_pool(
     return {
         "pending": len(work),
         **counts,
+        "first_error": first_failure[1] if first_failure else None,
         "elapsed_s": round(elapsed, 3),
         "items_per_s": round(len(work) / elapsed, 3) if work and elapsed > 0 else None,
     }
@@ -397,7 +456,10 @@ def run_judge(
     progress: bool = True,
 ) -> dict:
     """Judge every response (score mode) or item pair (pairwise mode) that this judge has not answered yet,
-    store each answer as it arrives, and return a summary of everything the judge has stored."""
+    store each answer as it arrives, and return a summary of everything the judge has stored. When every
+    question of the batch failed (server errors, runaway replies...) the failures are stored and a UserError
+    says how many and the first reason; a partial failure is in the summary's ``run`` (``failed``,
+    ``first_error``)."""
     for label, value, low in (
         ("--concurrency", concurrency, 1),
         ("--repeats", repeats, 1),
@@ -413,7 +475,7 @@ def run_judge(
     db = store.open_db(db_path)
     try:
         models = _models_to_judge(db, mode, response_keys)
-        client = ollama.Client(host=host, timeout=timeout)
+        client = ollama.Client(host=host, timeout=timeout, event_hooks={"response": [bound_reply]})
         judge_model, digest = pulled_model(client, host, judge_model)
         options = {**SAMPLING_OPTIONS, "seed": seed}
         key = {
@@ -429,8 +491,15 @@ def run_judge(
         judge = store.get_or_create_ollama_judge(
             db, name=judge_name or default_name, **key, score_min=SCORE_MIN, score_max=SCORE_MAX
         )
-        flags = {
-            row["response_id"]: detect_injection(row["text"])
+        flags = {  # every field of the prompt: an instruction or reference can carry an injection too
+            row["response_id"]: detect_item_injection(
+                {
+                    "instruction": row["instruction"],
+                    "input": row["input"],
+                    "reference_output": row["reference_output"],
+                    "response": row["text"],
+                }
+            )
             for row in store.response_rows(db, dataset=dataset, models=models)
         }
         store.set_injection_flags(db, flags)
@@ -459,6 +528,8 @@ def run_judge(
             desc=desc,
             stop=ask.stop,
         )
+        if run["failed"] and not run["judged"]:
+            raise UserError(failure_line(run))
         if mode == "score":
             results = score_summary(store.judge_score_results(db, judge["id"]))
         else:
@@ -479,6 +550,15 @@ def run_judge(
     }
 
 
+def failure_line(run: dict) -> str:
+    """One line on the failures of a batch: how many, and the first one in data set order."""
+    every = "all " if run["failed"] == run["pending"] else ""
+    return (
+        f"{every}{run['failed']} of {run['pending']} judgements failed; first: {run['first_error']}. "
+        "The failures are stored; a rerun asks again"
+    )
+
+
 def _percent(rate: float | None) -> str:
     return "-" if rate is None else f"{100 * rate:.1f}%"
 
@@ -489,7 +569,7 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"judge {summary['judge']} ({summary['judge_model']}, digest {summary['digest'][:19] or '?'}, "
         f"template {summary['template_hash'][:12]})",
-        f"this run: {run['judged']} judged, {run['failed']} failed, {run['requests']} requests in "
+        f"this run: {run['judged']} judged, {run['failed']} of {run['pending']} failed, {run['requests']} requests in "
         f"{run['elapsed_s']:.1f} s" + (f" ({run['items_per_s']:.2f} items/s)" if run["items_per_s"] else ""),
     ]
     if summary["mode"] == "score":
@@ -535,8 +615,12 @@ def _handle(args: argparse.Namespace) -> int:
         retries=args.retries,
         seed=args.seed,
         judge_name=args.judge_name,
+        progress=sys.stderr.isatty(),
     )
     print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
+    if summary["run"]["failed"]:  # some judged, some not: the summary stands, the command did not succeed
+        print(f"error: {failure_line(summary['run'])}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -226,39 +227,154 @@ def repair_message(reason: str, mode: str) -> dict:
 
 
 # --- prompt-injection detector ------------------------------------------------------------------------------
+#
+# Patterns run on a normalised copy of the text (see normalize_for_detection): accents are stripped, so the
+# French, Spanish and German words below are written without them ("precedentes", "hochste"), and "ß" is "ss".
 
-_GRADER = r"(?:judge|grader|evaluator|assessor|scorer|rater|reviewer|examiner)"
-_FULL_MARKS = (
-    r"(?:100(?:\s*/\s*100|\s*%| points)?|10\s*/\s*10|5\s*/\s*5|full (?:marks|points|score)|"
-    r"(?:a |the )?(?:perfect|maximum|max|highest|top) (?:score|grade|rating|marks))"
+# Lookalike letters from other scripts that spell Latin words to the eye (Cyrillic, Greek), mapped back.
+_LOOKALIKES = str.maketrans(
+    "аеорсухіјѕԁһӏАВЕКМНОРСТХІЈЅοαειντρυκΑΒΕΖΗΙΚΜΝΟΡΤΥΧ",
+    "aeopcyxijsdhlABEKMHOPCTXIJSoaeivtpukABEZHIKMNOPTYX",
 )
+# Letters spaced or dotted apart ("I G N O R E", "S.Y.S.T.E.M"): four or more single letters in a row.
+_SPACED_LETTERS = re.compile(r"(?<![^\W_])(?:[^\W\d_][ .\-_*]){3,}[^\W\d_](?![^\W_])")
+
+
+def _unmasked(text: str) -> str:
+    """NFKC (full-width and other compatibility forms), lookalike letters mapped to Latin, format characters
+    (zero-width spaces and joiners, soft hyphens, word joiners) and accents removed, ``ß`` as ``ss``."""
+    text = unicodedata.normalize("NFKC", text).translate(_LOOKALIKES)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text) if unicodedata.category(c) not in ("Mn", "Cf"))
+    return text.replace("ß", "ss").replace("ẞ", "SS")
+
+
+def _collapsed(text: str) -> str:
+    """Runs of spaces as one space, runs of line breaks and blank lines as one line break."""
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return "\n".join(line for line in lines if line)
+
+
+def normalize_for_detection(text: str) -> str:
+    """``text`` as the detector reads it: unmasked (see ``_unmasked``) and with its whitespace collapsed."""
+    return _collapsed(_unmasked(text))
+
+
+def _words(*alternatives: str) -> str:
+    """One regex group matching any of ``alternatives`` (each may hold ``|``-separated words itself)."""
+    return "(?:" + "|".join(alternatives) + ")"
+
+
+_GAP = r"[^.!?;]{0,40}?"  # a few words within one sentence (line breaks allowed: a newline-split phrase)
+_GRADER = _words(
+    "judge|grader|evaluator|assessor|scorer|rater|reviewer|examiner",
+    "correcteur|correctrice|evaluateur|evaluatrice|examinateur|juge",  # French
+    "juez|evaluador|evaluadora|calificador|corrector|examinador",  # Spanish
+    "bewerter|bewerterin|prufer|pruferin|gutachter|korrektor",  # German
+)
+_AI = r"(?:(?:the|an?|ai|llm|ki|ia|automated|language model|le|la|el|der|die|den|l')[\s-]*){0,3}"
+_FULL_MARKS = _words(
+    r"\b100(?:\s*/\s*100|\s*%|\s*(?:points|punkte|puntos|punti|pontos))?\b",
+    r"\b(?:10\s*/\s*10|5\s*/\s*5|20\s*/\s*20)\b",
+    r"\b(?:10|5|20) (?:out of|sur|sobre|von|su|de) (?:10|5|20)\b",
+    r"\bfull (?:marks|points|score)\b",
+    r"\b(?:a |the )?(?:perfect|maximum|max|highest|top|best) (?:score|grade|rating|marks?)\b",
+    r"\b(?:la )?(?:note|nota|puntuacion|calificacion|puntaje|punteggio|voto) "
+    r"(?:maximale?|maxima|massimo|parfaite|perfecta|mas alta|la plus (?:haute|elevee))\b",
+    r"\b(?:la )?(?:meilleure|plus haute) note\b",
+    r"\b(?:die |der )?(?:volle|vollen|hochste|hochsten|maximale|maximalen|beste|besten) "
+    r"(?:punktzahl|punkte|note|bewertung)\b",
+    r"\b(?:bestnote|hochstpunktzahl|hochstnote)\b",
+)
+_IGNORE = _words(
+    r"(?<!n't )(?<!not )(?<!never )(?:ignore|disregard|forget|override|bypass|discard|neglect|overlook)",
+    r"set aside|pay no (?:attention|heed|mind) to|(?:do not|don'?t|stop) (?:follow|obey|apply)(?:ing)?",
+    r"ignor(?:e|ez|er|es|a|an|en|ar|ad|ate|iere|ieren|ier|iert)",  # French, Spanish, Italian, German
+    r"oubli(?:e|ez|er|es)|ne (?:tiens|tenez|tenir) (?:pas )?compte|fai(?:s|tes) abstraction|ne (?:suis|suivez) pas",
+    r"olvid(?:a|e|en|ar|ad)|omit(?:e|a|an|ir)|(?:haz|haga|hagan) caso omiso|desestim(?:a|e|ar)",
+    r"no (?:sigas|siga|sigan|hagas caso|haga caso|tengas en cuenta|tenga en cuenta)",
+    r"vergiss(?! nicht)|vergessen sie(?! nicht)|missachte(?:n|t)?(?: sie)?|(?:beachte|befolge)n? sie nicht",
+    r"dimentica(?:te)?|trascura(?:te)?|esqueca|desconsider(?:e|a)",  # Italian, Portuguese
+)
+_RULES = _words(
+    r"instructions?|prompts?|rules?|directions|guidelines?|criteria|rubrics?|directives?|orders|guidance",
+    r"grading|scoring|reference(?: answer| output)?|correct output|system prompt|constraints",
+    r"(?:the|everything|anything|all) (?:above|before)",
+    r"(?:what|everything|anything|all) you (?:were|have been|'ve been) (?:told|given|asked)",
+    r"consignes?|regles?|indications|criteres|bareme|notation|ce qui precede|ci-dessus",  # French
+    r"instrucciones|reglas|indicaciones|directrices|criterios|rubrica|lo anterior",  # Spanish
+    r"anweisung(?:en)?|regeln|vorgaben|richtlinien|instruktionen|kriterien|bewertungs\w*",  # German
+    r"alles (?:obige|vorherige|bisherige)|das obige",
+    r"istruzioni|regole|instrucoes|regras",  # Italian, Portuguese
+)
+_GIVE = _words(
+    r"give|gave|giving|assign(?:ed|ing)?|award(?:ed|ing)?|grant(?:ed|ing)?|rate[ds]?|rating|score[ds]?|scoring",
+    r"grade[ds]?|grading|mark(?:ed|s)?",
+    r"donne[zs]?|donner|attribue[zs]?|attribuer|accorde[zs]?|accorder|mettez|mets",  # French
+    r"da|dale|dele|den|asigna|asigne|asignale|otorga|otorgue|ponle|califica|califique|puntua|puntue",  # Spanish
+    r"gib|geben sie|vergib|vergeben sie|bewerte|bewerten sie|erteile|verleihe",  # German
+    r"assegna|assegnate|atribua|conceda",  # Italian, Portuguese
+)
+_GIVE_FOREIGN = r"(?:donne[zs]?|donner|attribue[zs]?|attribuer|asigna|asigne|otorga|gib|vergib|vergeben sie|assegna)"
+_OBJECT = r"(?:this|it|me|my|the|our|him|her|them|cette|esta|este|dieser|diese|mir|ihr|lui|le|la|questa|a esta|a cette)"
+_ANSWER = r"(?:answer|response|reponse|respuesta|antwort|risposta|resposta)"
 INJECTION_PATTERNS: dict[str, re.Pattern] = {
     name: re.compile(pattern, re.IGNORECASE | re.MULTILINE)
     for name, pattern in {
         "ignore-instructions": (
-            r"\b(?:ignore|disregard|forget|override|bypass)\b[^.\n]{0,40}?\b(?:previous|prior|above|earlier|"
-            r"preceding|all|any|your|the|system|original)\b[^.\n]{0,30}?\b(?:instructions?|prompts?|rules|"
-            r"directions|guidelines|criteria|rubric)\b"
+            rf"\b{_IGNORE}\b{_GAP}\b{_RULES}(?:\s+{_RULES})?\b|\b{_IGNORE}\s+(?:the\s+|everything\s+)?above\b"
+        ),
+        "new-instructions": (
+            r"\b(?:system|admin|administrator|developer|root|sudo)\s+(?:override|mode)\s*(?:[:!-]|$|"
+            r"(?:activated|enabled|engaged|on)\b)"
+            r"|\b(?:developer|debug|god|jailbreak|unrestricted|dan)\s+mode\b"
+            r"|\b(?:new|updated|revised|real|actual|additional)\s+(?:instructions?|rules|task|system prompt|"
+            r"grading (?:policy|rules|criteria|instructions))\s*:"
+            r"|\bupdated grading policy\b|\b(?:important\s+)?system (?:notice|message|update|alert)\s*:"
+            r"|\b(?:nouvelles?|vraies?) (?:instructions?|consignes?|regles)\s*:"
+            r"|\b(?:nuevas?|verdaderas?) (?:instrucciones|reglas|indicaciones)\s*:"
+            r"|\b(?:neue|aktualisierte) (?:anweisung(?:en)?|regeln|vorgaben)\s*:"
+            r"|\bfrom now on,?\s+(?:you|your)\b|\byou are (?:now|no longer) (?:in|an?|the|acting|my|operating)\b"
+            r"|\b(?:a partir de maintenant|desormais),? (?:tu|vous)\b|\b(?:tu es|vous etes) maintenant\b"
+            r"|\ba partir de ahora,? (?:eres|tu|usted|debes)\b|\bahora eres\b"
+            r"|\b(?:ab jetzt|von nun an),? (?:bist du|du bist|musst du|sollst du)\b|\bdu bist (?:jetzt|nun)\b"
         ),
         "demands-score": (
-            rf"\b(?:give|assign|award|grant|rate|score|grade|mark)\s+(?:this|it|me|my|the|our)\b"
-            rf"[^.\n]{{0,40}}?\b{_FULL_MARKS}"
-            rf"|\b(?:deserves?|should (?:get|receive|be given|be rated|be scored))\b"
-            rf"[^.\n]{{0,30}}?{_FULL_MARKS}"
+            rf"\b{_GIVE}\s+{_OBJECT}\b{_GAP}(?:{_FULL_MARKS}|\b(?:excellent|outstanding|flawless)\b)"
+            rf"|\b{_GIVE}\s+(?:this|it|me|my)(?:\s+(?:{_ANSWER}|reply|one))?\s+(?:an?|un|une|eine?)\s+"
+            rf"\d{{1,3}}(?:\s*(?:/|out of)\s*\d{{1,3}})?(?=\s*(?:[.,!?;)]|$))"
+            rf"|\b(?:output|return|respond with|reply with|print)\s+(?:a\s+|the\s+)?(?:score\s+(?:of\s+)?)?"
+            rf"{_FULL_MARKS}"
+            rf"|\b(?:deserves?|merits?|should (?:get|receive|be given|be rated|be scored|score)|merite|vaut|"
+            rf"merece|verdient|merita)\b{_GAP}{_FULL_MARKS}"
+            rf"|\b(?:correct|right|true|fair|final|only|acceptable|appropriate|proper) (?:\w+ )?(?:score|grade|rating) "
+            rf"(?:for this {_ANSWER} )?is"
+            rf"\b{_GAP}(?:{_FULL_MARKS}|\d)"
+            rf"|\b{_GIVE_FOREIGN}\s+(?:la note\s+)?(?:de\s+)?100\b|\bplease\b{_GAP}{_FULL_MARKS}"
+            rf"|\b{_GIVE}\b{_GAP}{_FULL_MARKS}(?=[^.!?;]{{0,30}}\b{_ANSWER}\b)"
         ),
         "addresses-judge": (
-            rf"\b(?:dear|attention|note (?:to|for)|hey|hello|hi|instructions? (?:to|for))\s*,?\s*"
-            rf"(?:the\s+|an?\s+|"
-            rf"ai\s+|llm\s+)?{_GRADER}s?\b|\b(?:you are|you're|as) (?:an?|the) (?:ai |llm )?{_GRADER}\b"
-            rf"|^\s*(?:to the )?{_GRADER}s?\s*:"
+            rf"\b(?:dear|attention|note (?:to|for)|hey|hello|hi|instructions? (?:to|for)|cher|chere|chers|"
+            rf"estimad[oa]s?|querid[oa]s?|atencion|nota para|liebe[rs]?|sehr geehrte[rs]?|hallo|hinweis (?:fur|an))"
+            rf"\s*,?\s*{_AI}{_GRADER}s?\b"
+            rf"|\b(?:you are|you're) (?:an?|the) (?:ai |llm )?{_GRADER}\b"
+            rf"|\bas (?:an?|the) (?:ai |llm )?{_GRADER},?\s+(?:you|your)\b"
+            rf"|\bif you are an? (?:ai|llm|language model|large language model|automated|model)\b"
+            rf"|\bto the (?:ai |llm |automated )?{_GRADER}s?\s*[:,]"
+            rf"|(?:^|[(\[])\s*(?:to the )?(?:ai |llm )?{_GRADER}s?\s*:"
+            rf"|\b(?:ai|llm|ki|ia)[\s-]+{_GRADER}s?\b|\b(?:grading|scoring|judging|evaluating) (?:model|ai|llm)\b"
+            rf"|(?:^|[.!?]\s)\s*{_GRADER}s?\s*,"
         ),
         "fake-delimiter": (
             r"</?(?:response(?:_[ab])?|input|correct_output)-[0-9a-f]*>|<\|(?:im_start|im_end|system|user|"
             r"assistant|endoftext|eot_id|start_header_id)\|>|\[/?(?:INST|SYS)\]|<</?SYS>>|"
             r"^\s*#{2,}\s*(?:system|assistant|judge|grader)\b|^\s*(?:system|assistant)\s*:|"
-            r"\bend of (?:the )?(?:model )?(?:response|answer)\b"
+            r"\bend of (?:the )?(?:model )?(?:response|answer)\b|\bfin de la (?:reponse|respuesta)\b|"
+            r"\bende der antwort\b"
         ),
-        "fake-verdict": r"\{\s*\"(?:score|verdict)\"\s*:",
+        "fake-verdict": (
+            r"\{\s*\"(?:score|verdict)\"\s*:"
+            r"|^\s*(?:final\s+)?(?:score|grade|rating)\s*[:=]\s*(?:100\b|10\s*/\s*10\b|5\s*/\s*5\b)"
+        ),
     }.items()
 }
 
@@ -266,12 +382,26 @@ INJECTION_PATTERNS: dict[str, re.Pattern] = {
 def detect_injection(text: str) -> str | None:
     """A short description of every attempt to address the judge found in ``text``, or None.
 
+    The text is normalised first (normalize_for_detection), and letters spaced apart are read joined too.
     A heuristic for people to look at (flagged in the store and the app); the fencing is the defence.
     """
+    unmasked = _unmasked(text)
+    views = [_collapsed(unmasked)]
+    joined = _SPACED_LETTERS.sub(lambda match: re.sub(r"[ .\-_*]", "", match.group(0)), unmasked)
+    if joined != unmasked:
+        views.append(_collapsed(joined))
     found = []
     for name, pattern in INJECTION_PATTERNS.items():
-        match = pattern.search(text)
+        match = next((m for m in map(pattern.search, views) if m), None)
         if match:
             snippet = " ".join(match.group(0).split())[:60]
             found.append(f"{name}: {snippet!r}")
     return "; ".join(found) or None
+
+
+def detect_item_injection(fields: dict[str, str | None]) -> str | None:
+    """detect_injection over every field that reaches the judge prompt (instruction, input, reference_output,
+    response), each finding prefixed with its field name, in the order given:
+    ``"instruction: ignore-instructions: '...' | response: demands-score: '...'"``."""
+    findings = [f"{field}: {found}" for field, text in fields.items() if text and (found := detect_injection(text))]
+    return " | ".join(findings) or None

@@ -147,7 +147,7 @@ class WorkbenchLM(TemplateLM):
             rows.setdefault(tuple(tokens), _Row(tokens, [])).requests.append((index, continuation))
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        with tqdm(total=len(requests), disable=disable_tqdm, desc="loglikelihood") as progress:
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="scoring", unit="request") as progress:
             for prefix, family in self._families(list(rows.values())):
                 prefix_cache = self._prefill(prefix) if prefix else None
                 one_token = all(row.scored == 1 for row in family)
@@ -267,7 +267,7 @@ class WorkbenchLM(TemplateLM):
         for index, request in enumerate(requests):
             groups.setdefault(repr(sorted(request.args[1].items())), []).append(index)
         results: list[str | None] = [None] * len(requests)
-        with tqdm(total=len(requests), disable=disable_tqdm, desc="generate_until") as progress:
+        with tqdm(total=len(requests), disable=disable_tqdm, desc="generating", unit="request") as progress:
             for indices in groups.values():
                 settings = normalize_gen_kwargs(copy.deepcopy(requests[indices[0]].args[1]), self.max_gen_toks)
                 until = handle_stop_sequences(settings.pop("until", None), eos=eos)

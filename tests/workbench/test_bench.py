@@ -78,6 +78,26 @@ def test_bench_stores_results_and_answers_and_serves_a_rerun(tiny_run, db_path, 
     assert store.benchmark_samples(store.open_db(db_path), rerun["id"]) == samples
 
 
+def test_console_shows_one_bar_and_the_results_while_lm_eval_talks_to_the_log_file(tiny_run, db_path, capfd):
+    command = ["bench", "--db", str(db_path), "--run", str(tiny_run), "--mmlu-dir", str(MC_SAMPLE)]
+    assert main(command) == 0
+    out, err = capfd.readouterr()
+    log_file = db_path.with_suffix(".bench.log")
+    assert out.splitlines()[-1] == f"lm-eval messages: {log_file}"
+    assert len(out.splitlines()) == 1 + 6 + 2  # table header, 4 subjects and 2 averages, stored, log file
+    bars = [line for line in err.split("\n") if line.strip()]  # tqdm redraws one line with \r
+    assert len(bars) == 1 and "request/s" in bars[0] and "128/128" in bars[0], err
+    assert "wb_mmlu" not in out + err and "num_fewshot" not in out + err
+    log = log_file.read_text(encoding="utf-8")
+    for subject in SUBJECTS:
+        assert f"wb_mmlu_{subject}: Custom kwargs can be passed" in log
+        assert f"Overwriting default num_fewshot of wb_mmlu_{subject} from None to 0" in log
+
+    assert main([*command, "--force", "--log-file", str(db_path.parent / "second.log")]) == 0
+    assert "Custom kwargs" in (db_path.parent / "second.log").read_text(encoding="utf-8")
+    assert log_file.read_text(encoding="utf-8") == log  # each run writes only where it is told
+
+
 def test_five_shot_with_limit_and_plot(tiny_run, db_path, tmp_path):
     summary = run_benchmark(db_path, run=str(tiny_run), mmlu_dir=MC_SAMPLE, num_fewshot=5, limit=2)
     assert not summary["cached"]
