@@ -456,13 +456,15 @@ class _Loop:
         size = self.hp["batch_size"]
         batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
         batches = batches[: self.hp["eval_batches"] or len(batches)]
+        mine = batches[self.dist.rank :: self.dist.world_size]
         self.network.eval()
         total = 0.0
-        for indices in batches[self.dist.rank :: self.dist.world_size]:
+        for indices in mine:
             with self.autocast:
                 total += loss_on_batch(self.network, *self._collate(dataset, indices)).item()
         self.network.train()
-        total, count = self.dist.sum([total, float(len(batches))], self.device)
+        # Each rank counts only the batches it evaluated: the sums over ranks are then all batches once.
+        total, count = self.dist.sum([total, float(len(mine))], self.device)
         return total / count
 
     def _evaluate(self) -> bool:

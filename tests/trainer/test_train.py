@@ -164,6 +164,7 @@ def test_bad_model_and_weights_are_user_errors(tmp_path, sample_data):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_gloo(tmp_path, sample_data):
+    """Two CPU processes train together, and report the same losses one process reports on the same weights."""
     run_dir = tmp_path / "ddp"
     command = [
         sys.executable,
@@ -210,6 +211,13 @@ def test_torchrun_two_processes_on_gloo(tmp_path, sample_data):
     assert summary["steps"] == 4 and summary["epochs"] == pytest.approx(4 / 8)
     assert summary["tokens_seen"] == rows[-1]["tokens_seen"] > 0
     load_run_model(run_dir, "last")
+
+    # Step 0 is the untrained model (same seed, same data): the mean over the same evaluation batches.
+    alone = tmp_path / "alone"
+    finetune(data=sample_data, out=alone, max_steps=1, eval_every=1, grad_accum=2, **{**QUICK, "eval_batches": 2})
+    step_0 = read_metrics(alone)[0]
+    assert rows[0]["train_loss"] == pytest.approx(step_0["train_loss"], abs=1e-4)
+    assert rows[0]["val_loss"] == pytest.approx(step_0["val_loss"], abs=1e-4)
 
 
 # --- bad run folders: one line on stderr, exit 2, nothing trained and nothing changed -------------------------
