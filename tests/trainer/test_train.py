@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.conftest import require
+from tests.trainer.cli_errors import one_line_error
 from trainer.checkpoint import load_run_model
 from trainer.cli import main as trainer_main
 from trainer.data import InstructionDataset, collate, load_entries, split_entries
@@ -224,15 +225,6 @@ def test_torchrun_two_processes_on_gloo(tmp_path, sample_data):
 
 TINY_RUN_ARGS = ["--model", "tiny", "--max-steps", "4", "--batch-size", "4", "--lr", "1e-3", "--eval-every", "2"]
 TINY_RUN_ARGS += ["--eval-batches", "1", "--device", "cpu"]  # the tiny_run fixture's settings, for --resume
-
-
-def one_line_error(capsys, argv: list[str]) -> str:
-    """Run the trainer CLI in this process; return its only stderr line after checking it failed with exit 2."""
-    code = trainer_main(argv)
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("error: ") and err.count("\n") == 1, err  # no traceback, no progress bar
-    return err
 
 
 def files_of(folder) -> dict:
