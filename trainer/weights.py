@@ -93,12 +93,16 @@ def _download(name: str) -> Path:
 
     repo = HUB_REPOS[name]
     # Unreachable, the hub's client retries for ~25 s before it falls back to its cache: one quick try decides.
-    offline = constants.HF_HUB_OFFLINE or not _answers(constants.ENDPOINT)
+    offline = None
+    if constants.HF_HUB_OFFLINE:
+        offline = "HF_HUB_OFFLINE is set"
+    elif not hub_reachable():
+        offline = f"{constants.ENDPOINT} does not answer"
     try:
         for filename in (CONFIG_FILE, WEIGHTS_FILE):
-            path = hf_hub_download(repo, filename, local_files_only=offline)
+            path = hf_hub_download(repo, filename, local_files_only=offline is not None)
     except Exception as exc:  # offline, no cache, proxy or HTTP errors: all end in the same advice
-        reason = f"{constants.ENDPOINT} unreachable and not in the cache" if offline else type(exc).__name__
+        reason = f"{offline} and it is not in the cache" if offline else type(exc).__name__
         raise UserError(
             f"cannot download {repo} ({reason}); on a connected machine run "
             f"`huggingface-cli download {repo} --local-dir DIR`, copy DIR here and pass --weights DIR"
@@ -106,12 +110,13 @@ def _download(name: str) -> Path:
     return Path(path).parent
 
 
-def _answers(url: str, timeout: float = 2.0) -> bool:
-    """Whether a server answers at ``url`` at all (any HTTP status counts), after one try without retries."""
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the hub (``HF_ENDPOINT``, through any proxy set) answers at all: one try, no retries."""
     import httpx
+    from huggingface_hub import constants
 
     try:
-        httpx.head(url, timeout=timeout)
+        httpx.head(constants.ENDPOINT, timeout=timeout)  # any HTTP status counts as an answer
     except httpx.HTTPError:  # refused, no DNS, timed out, proxy failure
         return False
     return True

@@ -130,7 +130,9 @@ def test_unreachable_hub_fails_at_once_without_retries(tmp_path, sample_data):
     )
     seconds = time.monotonic() - started
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.startswith("error: cannot download openai-community/gpt2 (")
+    assert result.stderr.startswith(
+        "error: cannot download openai-community/gpt2 (http://127.0.0.1:9 does not answer and it is not in the cache)"
+    )
     assert result.stderr.count("\n") == 1, result.stderr[-2000:]  # no retry warnings either
     assert "--weights DIR" in result.stderr
     assert seconds < 10  # about 4 s here, most of it importing torch
