@@ -232,7 +232,9 @@ def _rewind_metrics(run_dir: Path, step: int) -> list[dict]:
     if step >= 0 and (not rows or rows[-1]["step"] != step):
         cut = "cut short, " if unfinished.strip() else ""
         raise UserError(f"{path}: {cut}no row for step {step}, where last/ was saved; {advice}")
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    rewound = path.with_name(path.name + ".tmp")  # replaced in one step: a kill now cannot cut the kept rows
+    rewound.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    os.replace(rewound, path)
     return rows
 
 
