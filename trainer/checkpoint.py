@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 from pathlib import Path
 
@@ -24,6 +25,7 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 STATE_FILE = "state.pt"
 CHECKPOINTS = ("best", "last")
+RESUME_KEYS = {"optimizer", "progress", "torch_rng"}  # what the trainer saves in state.pt
 
 
 def save_checkpoint(model: GPT, folder: str | os.PathLike, state: dict | None = None) -> Path:
@@ -98,7 +100,16 @@ def load_training_state(folder: str | os.PathLike, device: str | torch.device = 
     path = _recover(Path(folder)) / STATE_FILE
     if not path.is_file():
         raise UserError(f"{path} not found: nothing to resume from")
-    return torch.load(path, map_location=device, weights_only=True)
+    advice = "remove it to start again from step 0, or start without --resume in a new --out"
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:  # weights_only refuses any object that is not plain tensors and containers
+        raise UserError(f"{path}: refused: it holds pickled Python objects, not just tensors; {advice}") from exc
+    except (RuntimeError, EOFError, OSError) as exc:  # a torn or foreign zip archive
+        raise UserError(f"{path}: corrupt or cut short, not readable as a training state; {advice}") from exc
+    if not isinstance(state, dict) or not RESUME_KEYS <= state.keys():
+        raise UserError(f"{path}: not a training state (no {', '.join(sorted(RESUME_KEYS))}); {advice}")
+    return state
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict:

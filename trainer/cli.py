@@ -8,8 +8,18 @@ import sys
 from trainer.errors import UserError
 
 
+class HelpParser(argparse.ArgumentParser):
+    """An ArgumentParser for commands whose docstrings double as help: reST's ````literal```` quotes are dropped.
+
+    Subcommands' parsers are made of the same class (``add_subparsers`` uses the parent's), so one parser at the
+    top covers every ``--help``."""
+
+    def format_help(self) -> str:
+        return super().format_help().replace("``", "")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m trainer", description=__doc__)
+    parser = HelpParser(prog="python -m trainer", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     from trainer import generate, train  # they import torch: not needed by run_command's other users
 

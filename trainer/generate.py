@@ -421,11 +421,18 @@ class ResponseFile:
     IDENTITY = ("run", "model_name", "checkpoint", "weights", "style", "split", "data_sha256", "decoding")
 
     def __init__(self, path: Path, entries: list[dict], record: dict):
+        if path.exists() and not path.is_file():  # a folder, or a device such as /dev/full that reads forever
+            raise UserError(f"{path}: --out must be a JSON file, and this is not a regular file")
         self.path = path
         self.meta_path = path.with_name(path.name.removesuffix(".json") + ".meta.json")
         self.key = record["response_key"]
         self.entries = self._merge_existing(entries)
-        self.meta = self._read_json(self.meta_path) if self.meta_path.is_file() else {}
+        self.meta = _read_json(self.meta_path) if self.meta_path.is_file() else {}
+        if not isinstance(self.meta, dict) or not isinstance(self.meta.get("responses", {}), dict):
+            raise UserError(
+                f"{self.meta_path}: not a generation record (expected a JSON object, got "
+                f"{type(self.meta).__name__}); remove it or choose another --out"
+            )
         previous = self.meta.get("responses", {}).get(self.key)
         has_responses = any(self.key in entry for entry in self.entries)
         same_settings = previous is not None and all(previous.get(k) == record.get(k) for k in self.IDENTITY)
@@ -441,7 +448,7 @@ class ResponseFile:
         """The entries, with the responses of the existing file when it holds the same entries."""
         if not self.path.exists():
             return [dict(entry) for entry in entries]
-        existing = self._read_json(self.path)
+        existing = _read_json(self.path)
         if not isinstance(existing, list) or len(existing) != len(entries):
             raise UserError(f"{self.path} exists and does not hold these {len(entries)} entries; choose another --out")
         for index, (old, new) in enumerate(zip(existing, entries, strict=True)):
@@ -451,16 +458,6 @@ class ResponseFile:
             ):
                 raise UserError(f"{self.path} entry {index} differs from the data; choose another --out")
         return [{**new, **old} for old, new in zip(existing, entries, strict=True)]
-
-    @staticmethod
-    def _read_json(path: Path):
-        try:
-            return json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            where = f"line {exc.lineno} column {exc.colno}"
-            raise UserError(f"{path}: invalid JSON at {where}: {exc.msg}") from exc
-        except OSError as exc:
-            raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
 
     def missing(self) -> list[int]:
         """Indices of the entries that have no response under this key yet."""
@@ -482,6 +479,16 @@ class ResponseFile:
         _write_atomically(self.meta_path, meta)
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        where = f"line {exc.lineno} column {exc.colno}"
+        raise UserError(f"{path}: invalid JSON at {where}: {exc.msg}") from exc
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
+
+
 def _write_atomically(path: Path, data) -> None:
     """Replace ``path`` in one step, so an interrupted write leaves the previous version intact."""
     try:
@@ -499,18 +506,35 @@ def _write_atomically(path: Path, data) -> None:
 def _select_split(
     entries: list[dict], data: Path, data_sha256: str, split: str, run, run_config: dict | None
 ) -> list[int]:
-    """File indices of the split: the run's own split when ``data`` is the file it was trained on."""
+    """File indices of the split: the run's own split when ``data`` is the file it was trained on.
+
+    The run's file changed since training (another hash) is refused: its recorded split would now name other
+    entries, and training entries would be answered as test ones. Another file gets the book's split."""
     if split == "all":
         return list(range(len(entries)))
-    same_data = run_config is not None and run_config.get("data_sha256") == data_sha256
-    split_file = Path(run) / "split.json" if run is not None else None
-    if same_data and split_file.is_file():
-        indices = json.loads(split_file.read_text())[split]
-        if not all(isinstance(i, int) and 0 <= i < len(entries) for i in indices):
-            raise UserError(f"{split_file}: the {split} indices do not fit {data} ({len(entries)} entries)")
-        return indices
-    shuffle_seed = run_config["split"].get("shuffle_seed") if same_data else None
-    return split_entries(entries, seed=shuffle_seed).indices[split]
+    if run_config is None:
+        return split_entries(entries).indices[split]
+    if run_config.get("data_sha256") != data_sha256:
+        if data == Path(run_config["data"]).resolve():
+            raise UserError(
+                f"{data}: changed since {run} was trained on it (its sha256 is not the one in the run's "
+                f"config.json), so the run's {split} split no longer names the same entries; restore the file, "
+                "or pass --split all"
+            )
+        return split_entries(entries).indices[split]
+    split_file = Path(run) / "split.json"
+    if not split_file.is_file():
+        return split_entries(entries, seed=run_config["split"].get("shuffle_seed")).indices[split]
+    recorded = _read_json(split_file)
+    if not isinstance(recorded, dict) or not isinstance(recorded.get(split), list):
+        raise UserError(
+            f"{split_file}: not the run's split (expected an object with a {split!r} list); remove it and the split is "
+            "worked out again from the run's config.json"
+        )
+    indices = recorded[split]
+    if not all(isinstance(i, int) and 0 <= i < len(entries) for i in indices):
+        raise UserError(f"{split_file}: the {split} indices do not fit {data} ({len(entries)} entries)")
+    return indices
 
 
 def _now() -> str:

@@ -14,6 +14,7 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -193,12 +194,47 @@ def _prepare_run(run_dir: Path, run_config: dict, resume: bool) -> dict | None:
     return old
 
 
+def _check_run_folder(run_dir: Path) -> None:
+    """Fail at once, not after hours of training, when the run folder cannot be created or written."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError(f"{run_dir}: --out must be a run folder, and this is not a folder")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        raise UserError(f"{run_dir}: cannot write the run folder here ({exc.strerror or exc})") from exc
+
+
 def _rewind_metrics(run_dir: Path, step: int) -> list[dict]:
-    """Keep the metrics up to the resumed step (-1: none); later ones are redone."""
+    """Keep the metrics up to the resumed step (-1: none); later ones are redone.
+
+    A last line without its newline is a row a kill cut short while it was appended; it comes after the
+    checkpoint's own row and is dropped with the other later rows. Any other damage stops the resume, since
+    the loss curve (and early stopping) would silently lose evaluations."""
     path = run_dir / METRICS_FILE
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    lines = text.split("\n")
+    complete, unfinished = lines[:-1], lines[-1]  # text after the final newline, if any, was cut short
+    advice = "the run cannot be resumed from it: fix it, or start again without --resume in a new --out"
+    rows = []
+    for number, line in enumerate(complete, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise UserError(f"{path}: line {number} is not a metrics row ({exc.msg}); {advice}") from exc
+        if not isinstance(row, dict) or not isinstance(row.get("step"), int):
+            raise UserError(f"{path}: line {number} is not a metrics row (no step number); {advice}")
+        rows.append(row)
     rows = [row for row in rows if row["step"] <= step]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    if step >= 0 and (not rows or rows[-1]["step"] != step):
+        cut = "cut short, " if unfinished.strip() else ""
+        raise UserError(f"{path}: {cut}no row for step {step}, where last/ was saved; {advice}")
+    rewound = path.with_name(path.name + ".tmp")  # replaced in one step: a kill now cannot cut the kept rows
+    rewound.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    os.replace(rewound, path)
     return rows
 
 
@@ -243,6 +279,8 @@ def finetune(
     entries = load_entries(data_path)
     split = split_entries(entries, seed=shuffle_seed)
     tokenizer = get_tokenizer(tokenizer_file)
+    if dist_info.is_main:
+        _check_run_folder(run_dir)
     torch.manual_seed(seed)
     network, weights_source = _build_model(model, weights, torch_device)
     max_length = max_length or network.config.context_length
@@ -420,13 +458,15 @@ class _Loop:
         size = self.hp["batch_size"]
         batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
         batches = batches[: self.hp["eval_batches"] or len(batches)]
+        mine = batches[self.dist.rank :: self.dist.world_size]
         self.network.eval()
         total = 0.0
-        for indices in batches[self.dist.rank :: self.dist.world_size]:
+        for indices in mine:
             with self.autocast:
                 total += loss_on_batch(self.network, *self._collate(dataset, indices)).item()
         self.network.train()
-        total, count = self.dist.sum([total, float(len(batches))], self.device)
+        # Each rank counts only the batches it evaluated: the sums over ranks are then all batches once.
+        total, count = self.dist.sum([total, float(len(mine))], self.device)
         return total / count
 
     def _evaluate(self) -> bool:

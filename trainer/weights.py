@@ -89,18 +89,37 @@ def _resolve_folder(name_or_dir: str | os.PathLike) -> Path:
 
 def _download(name: str) -> Path:
     """The hub's cached copy of ``name`` (downloaded first when online)."""
-    from huggingface_hub import hf_hub_download
+    from huggingface_hub import constants, hf_hub_download
 
     repo = HUB_REPOS[name]
+    # Unreachable, the hub's client retries for ~25 s before it falls back to its cache: one quick try decides.
+    offline = None
+    if constants.HF_HUB_OFFLINE:
+        offline = "HF_HUB_OFFLINE is set"
+    elif not hub_reachable():
+        offline = f"{constants.ENDPOINT} does not answer"
     try:
         for filename in (CONFIG_FILE, WEIGHTS_FILE):
-            path = hf_hub_download(repo, filename)
+            path = hf_hub_download(repo, filename, local_files_only=offline is not None)
     except Exception as exc:  # offline, no cache, proxy or HTTP errors: all end in the same advice
+        reason = f"{offline} and it is not in the cache" if offline else type(exc).__name__
         raise UserError(
-            f"cannot download {repo} ({type(exc).__name__}); on a connected machine run "
+            f"cannot download {repo} ({reason}); on a connected machine run "
             f"`huggingface-cli download {repo} --local-dir DIR`, copy DIR here and pass --weights DIR"
         ) from exc
     return Path(path).parent
+
+
+def hub_reachable(timeout: float = 2.0) -> bool:
+    """Whether the hub (``HF_ENDPOINT``, through any proxy set) answers at all: one try, no retries."""
+    import httpx
+    from huggingface_hub import constants
+
+    try:
+        httpx.head(constants.ENDPOINT, timeout=timeout)  # any HTTP status counts as an answer
+    except httpx.HTTPError:  # refused, no DNS, timed out, proxy failure
+        return False
+    return True
 
 
 def read_config(folder: Path) -> GPTConfig:

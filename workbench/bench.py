@@ -584,6 +584,7 @@ def plot_subject_accuracy(results: list[dict], path: str | os.PathLike, *, title
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.backend_bases import FigureCanvasBase
 
     subjects = sorted(
         (row for row in results if row["task"] == MMLU and row["subject"] and row["metric"] == "acc"),
@@ -593,6 +594,8 @@ def plot_subject_accuracy(results: list[dict], path: str | os.PathLike, *, title
         raise UserError("no per-subject MMLU accuracy to plot")
     macro = next((row["value"] for row in results if row["metric"] == "acc_macro"), None)
     path = Path(path)
+    if path.suffix.lstrip(".").lower() not in FigureCanvasBase.get_supported_filetypes():
+        path = path.with_name(path.name + ".png")  # what savefig would write anyway: return the real name
     path.parent.mkdir(parents=True, exist_ok=True)
     with matplotlib.rc_context({"text.parse_math": False}):  # labels and ticks are parsed when drawn: savefig too
         figure, axes = plt.subplots(figsize=(8, 1.0 + 0.22 * len(subjects)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from trainer.cli import run_command
+from trainer.cli import HelpParser, run_command
 from workbench import analysis, auth, bench, campaigns, demo, importing, judge, serve
 
 # Each module adds its subcommands with ``add_cli(subparsers)`` and sets ``func`` to a handler taking the args.
@@ -12,7 +12,7 @@ COMMAND_MODULES = (demo, importing, analysis, judge, bench, campaigns, serve, au
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description=__doc__)
+    parser = HelpParser(prog="workbench", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
     for module in COMMAND_MODULES:
         module.add_cli(subparsers)

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import shutil
+import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import require
+from tests.trainer.cli_errors import one_line_error
 from trainer.checkpoint import load_run_model
 from trainer.cli import main
 from trainer.data import encode, format_prompt, load_entries
@@ -271,3 +278,67 @@ def test_cli_bad_inputs(tiny_run, tiny_hf_dir, tmp_path, capsys):
     code, err = _run(capsys, "--weights", tiny_hf_dir, "--data", good, "--split", "all", "--out", existing)
     assert code == 2 and "entry 0 differs from the data" in err
     assert json.loads(existing.read_text())[0]["model_response"] == "y"  # nothing written over
+
+
+# --- damaged run files, a changed data file, outputs that are not files: one line, exit 2 -----------------------
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (lambda text: text[:40], "split.json: invalid JSON at line 1"),
+        (lambda text: "[1, 2]", "split.json: not the run's split (expected an object with a 'test' list)"),
+    ],
+    ids=["truncated", "a list"],
+)
+def test_cli_damaged_split_file(content, message, tiny_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    (run_dir / "split.json").write_text(content((run_dir / "split.json").read_text()))
+    err = one_line_error(capsys, ["generate", "--run", str(run_dir), "--out", str(tmp_path / "out.json")])
+    assert message in err and str(run_dir) in err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_cli_meta_file_that_is_not_an_object(tiny_run, tmp_path, capsys):
+    meta = tmp_path / "out.meta.json"
+    meta.write_text("[1]\n")
+    err = one_line_error(capsys, ["generate", "--run", str(tiny_run), "--out", str(tmp_path / "out.json")])
+    assert f"{meta}: not a generation record (expected a JSON object, got list)" in err
+    assert meta.read_text() == "[1]\n" and not (tmp_path / "out.json").exists()
+
+
+def test_cli_refuses_a_data_file_changed_since_training(tiny_run, tmp_path, capsys):
+    """Rotated entries put training entries where the test split was: they must not be answered as "test"."""
+    run_dir, data = tmp_path / "run", tmp_path / "data.json"
+    shutil.copytree(tiny_run, run_dir)
+    entries = json.loads(Path(data_path(tiny_run)).read_text())
+    data.write_text(json.dumps(entries[70:] + entries[:70]))
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "data": str(data)}))
+    for data_args in ([], ["--data", str(data)]):
+        err = one_line_error(capsys, ["generate", "--run", str(run_dir), *data_args, "--out", str(tmp_path / "o.json")])
+        assert f"{data}: changed since {run_dir} was trained on it" in err and "--split all" in err
+    assert not (tmp_path / "o.json").exists()
+    code, err = _run(
+        capsys, "--run", run_dir, "--split", "all", "--out", tmp_path / "all.json", "--max-new-tokens", "1"
+    )
+    assert code == 0, err  # every entry, in file order: no split of the old file is used
+    assert len(json.loads((tmp_path / "all.json").read_text())) == len(entries)
+
+
+def _limit_memory() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))  # a runaway read fails fast instead of filling RAM
+
+
+@pytest.mark.parametrize("kind", ["/dev/full", "a folder"])
+def test_cli_out_that_is_not_a_file(kind, tiny_run, tmp_path):
+    require(Path("/dev/full").exists(), "needs Linux /dev/full")
+    out = Path(kind) if kind.startswith("/") else tmp_path
+    command = [sys.executable, "-m", "trainer", "generate", "--run", str(tiny_run), "--out", str(out)]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=120, preexec_fn=_limit_memory, cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr == f"error: {out}: --out must be a JSON file, and this is not a regular file\n"
+    assert stat.S_ISCHR(Path("/dev/full").stat().st_mode)  # the device is still there

@@ -9,11 +9,16 @@ import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
+from pathlib import Path
 
 import pytest
 import torch
 
+from tests.conftest import require
+from tests.trainer.cli_errors import one_line_error
 from trainer.checkpoint import load_run_model
+from trainer.cli import main as trainer_main
 from trainer.data import InstructionDataset, collate, load_entries, split_entries
 from trainer.errors import UserError
 from trainer.train import finetune, loss_on_batch
@@ -160,6 +165,7 @@ def test_bad_model_and_weights_are_user_errors(tmp_path, sample_data):
 
 @pytest.mark.slow
 def test_torchrun_two_processes_on_gloo(tmp_path, sample_data):
+    """Two CPU processes train together, and report the same losses one process reports on the same weights."""
     run_dir = tmp_path / "ddp"
     command = [
         sys.executable,
@@ -206,3 +212,102 @@ def test_torchrun_two_processes_on_gloo(tmp_path, sample_data):
     assert summary["steps"] == 4 and summary["epochs"] == pytest.approx(4 / 8)
     assert summary["tokens_seen"] == rows[-1]["tokens_seen"] > 0
     load_run_model(run_dir, "last")
+
+    # Step 0 is the untrained model (same seed, same data): the mean over the same evaluation batches.
+    alone = tmp_path / "alone"
+    finetune(data=sample_data, out=alone, max_steps=1, eval_every=1, grad_accum=2, **{**QUICK, "eval_batches": 2})
+    step_0 = read_metrics(alone)[0]
+    assert rows[0]["train_loss"] == pytest.approx(step_0["train_loss"], abs=1e-4)
+    assert rows[0]["val_loss"] == pytest.approx(step_0["val_loss"], abs=1e-4)
+
+
+# --- bad run folders: one line on stderr, exit 2, nothing trained and nothing changed -------------------------
+
+TINY_RUN_ARGS = ["--model", "tiny", "--max-steps", "4", "--batch-size", "4", "--lr", "1e-3", "--eval-every", "2"]
+TINY_RUN_ARGS += ["--eval-batches", "1", "--device", "cpu"]  # the tiny_run fixture's settings, for --resume
+
+
+def files_of(folder) -> dict:
+    return {path.relative_to(folder): path.read_bytes() for path in sorted(folder.rglob("*")) if path.is_file()}
+
+
+def _unwritable_out(kind: str, tmp_path):
+    if kind == "a file":
+        (tmp_path / "taken").write_text("x")
+        return tmp_path / "taken", "not a folder"
+    if kind == "under a file":
+        (tmp_path / "taken").write_text("x")
+        return tmp_path / "taken" / "run", "Not a directory"
+    if kind == "read-only folder":
+        if os.geteuid() == 0:
+            pytest.skip("root writes to read-only folders")
+        (tmp_path / "locked").mkdir(mode=0o555)
+        return tmp_path / "locked" / "run", "Permission denied"
+    require(Path(kind).parent.is_dir(), f"{kind} needs a Linux /proc and /dev")
+    return Path(kind), "not a folder" if kind == "/dev/full" else "No such file or directory"
+
+
+@pytest.mark.parametrize("kind", ["a file", "under a file", "read-only folder", "/proc/no-such-run", "/dev/full"])
+def test_unwritable_out_is_refused_before_training(kind, tmp_path, sample_data, capsys):
+    out, reason = _unwritable_out(kind, tmp_path)
+    err = one_line_error(capsys, ["finetune", "--data", str(sample_data), "--out", str(out), *TINY_RUN_ARGS])
+    assert f"{out}" in err and reason in err
+
+
+@pytest.mark.parametrize(
+    "corrupt, message",
+    [
+        (lambda path: path.write_bytes(path.read_bytes()[:100]), "corrupt or cut short"),
+        (lambda path: torch.save({"optimizer": Fraction(1, 3)}, path), "refused: it holds pickled Python objects"),
+        (lambda path: torch.save([1, 2], path), "not a training state"),
+    ],
+    ids=["truncated", "pickle payload", "wrong content"],
+)
+def test_resume_from_a_bad_state_file_names_it(corrupt, message, tmp_path, tiny_run, sample_data, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    corrupt(run_dir / "last" / "state.pt")
+    before = files_of(run_dir)
+    argv = ["finetune", "--data", str(sample_data), "--out", str(run_dir), "--resume", *TINY_RUN_ARGS]
+    err = one_line_error(capsys, argv)
+    assert f"{run_dir / 'last' / 'state.pt'}: " in err and message in err
+    assert "remove it to start again from step 0" in err
+    assert files_of(run_dir) == before
+
+
+def _cut_mid_line(text: str) -> str:
+    return text[: text.index("\n") + 10]  # the step-0 row and a piece of the next: the checkpoint's row is gone
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (_cut_mid_line, "cut short, no row for step 4"),
+        (lambda text: text[: text.rindex("{")], ": no row for step 4"),
+        (lambda text: text.replace("\n", "\nnot json\n", 1), "line 2 is not a metrics row"),
+        (lambda text: "[1, 2]\n" + text, "line 1 is not a metrics row"),
+    ],
+    ids=["cut mid-line", "last row gone", "garbage line", "a list"],
+)
+def test_resume_with_bad_metrics_names_the_file(edit, message, tmp_path, tiny_run, sample_data, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    metrics.write_text(edit(metrics.read_text()))
+    before = files_of(run_dir)
+    argv = ["finetune", "--data", str(sample_data), "--out", str(run_dir), "--resume", *TINY_RUN_ARGS]
+    err = one_line_error(capsys, argv)
+    assert f"{metrics}: " in err and message in err and "without --resume" in err
+    assert files_of(run_dir) == before
+
+
+def test_resume_drops_a_row_cut_short_by_a_kill_after_the_checkpoint(tmp_path, tiny_run, sample_data, capsys):
+    """kill -9 while appending the next row leaves half a line past the checkpoint's row: it is redone, not an error."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(tiny_run, run_dir)
+    metrics = run_dir / "metrics.jsonl"
+    complete = metrics.read_text()
+    metrics.write_text(complete + '{"step": 6, "epo')
+    argv = ["finetune", "--data", str(sample_data), "--out", str(run_dir), "--resume", *TINY_RUN_ARGS]
+    assert trainer_main(argv) == 0, capsys.readouterr().err
+    assert metrics.read_text() == complete

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -113,3 +117,22 @@ def test_unknown_name_and_offline_download_say_what_to_do(tmp_path):
     require(try_to_load_from_cache("openai-community/gpt2-xl", "config.json") is None, "gpt2-xl is cached here")
     with pytest.raises(UserError, match=r"huggingface-cli download openai-community/gpt2-xl --local-dir DIR"):
         load_pretrained("gpt2-xl")
+
+
+def test_unreachable_hub_fails_at_once_without_retries(tmp_path, sample_data):
+    """The hub client alone retries for ~25 s before giving up; one failed try must be enough."""
+    env = {key: value for key, value in os.environ.items() if key != "HF_HUB_OFFLINE"}
+    env |= {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf-home")}  # nothing listens; no cache
+    command = [sys.executable, "-m", "trainer", "finetune", "--data", str(sample_data), "--model", "gpt2"]
+    started = time.monotonic()
+    result = subprocess.run(
+        [*command, "--out", str(tmp_path / "run")], capture_output=True, text=True, timeout=120, env=env
+    )
+    seconds = time.monotonic() - started
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith(
+        "error: cannot download openai-community/gpt2 (http://127.0.0.1:9 does not answer and it is not in the cache)"
+    )
+    assert result.stderr.count("\n") == 1, result.stderr[-2000:]  # no retry warnings either
+    assert "--weights DIR" in result.stderr
+    assert seconds < 10  # about 4 s here, most of it importing torch

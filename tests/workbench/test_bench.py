@@ -212,3 +212,12 @@ def test_unknown_task_and_offline_hub_task(tiny_run, db_path, monkeypatch):
     with pytest.raises(UserError, match=r"arc_easy.*Hugging Face Hub"):
         run_benchmark(db_path, run=str(tiny_run), tasks=["arc_easy"])
     assert _stored_runs(db_path) == []
+
+
+@pytest.mark.parametrize("name, written", [("chart", "chart.png"), ("chart.v2", "chart.v2.png"), ("c.svg", "c.svg")])
+def test_plot_returns_the_path_it_wrote(name, written, tmp_path):
+    """``--plot chart`` prints this path: matplotlib adds ``.png`` to a name without a known image suffix."""
+    results = [{"task": "mmlu", "subject": "anatomy", "metric": "acc", "value": 0.5, "stderr": 0.1}]
+    path = plot_subject_accuracy(results, tmp_path / name)
+    assert path == tmp_path / written
+    assert [p.name for p in tmp_path.iterdir()] == [written]

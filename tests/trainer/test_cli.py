@@ -1,0 +1,29 @@
+"""Help texts: what ``--help`` shows for every command and subcommand of both CLIs."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from trainer.cli import build_parser as trainer_parser
+from workbench.cli import build_parser as workbench_parser
+
+
+def every_parser(parser: argparse.ArgumentParser):
+    """The parser and, depth first, every subcommand's parser under it."""
+    yield parser
+    for action in parser._actions:  # argparse keeps subcommands on a private attribute only
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from every_parser(sub)
+
+
+@pytest.mark.parametrize("build", [trainer_parser, workbench_parser], ids=["trainer", "workbench"])
+def test_help_shows_no_rest_markup(build):
+    """Docstrings double as help texts; their reST ``literal`` markup must not reach the terminal."""
+    parsers = list(every_parser(build()))
+    assert len(parsers) > 2
+    shown = {parser.prog: parser.format_help() for parser in parsers}
+    assert {prog: text for prog, text in shown.items() if "``" in text} == {}
+    assert all(text.startswith("usage: ") for text in shown.values())
