@@ -3,9 +3,12 @@ exit code 2, no traceback, and the store left exactly as it was (issue #14)."""
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +46,23 @@ def workbench_process(*argv, prefix: list[str] = ()) -> subprocess.CompletedProc
     return subprocess.run([*command, *map(str, argv)], capture_output=True, text=True, env=env, timeout=60)
 
 
+def dump(db_file: Path) -> list[str]:
+    """Every schema entry and row of a database file as SQL, read without the workbench (which may refuse it)."""
+    connection = sqlite3.connect(db_file)
+    try:
+        return list(connection.iterdump())
+    finally:
+        connection.close()
+
+
+def close_all(db_file: Path) -> None:
+    """Close every connection this process still holds, so that SQLite folds its -wal file into the database
+    and removes it: a read-only folder then really leaves SQLite nowhere to write."""
+    gc.collect()
+    store.open_db(db_file).close()
+    assert not db_file.with_name(db_file.name + "-wal").exists()
+
+
 @pytest.fixture
 def data_file(tmp_path) -> Path:
     path = tmp_path / "data.json"
@@ -78,17 +98,15 @@ def test_deeply_nested_json_is_one_line_for_import_import_scores_and_finetune(
     assert capsys.readouterr().err == expected
 
 
-def test_nested_json_in_run_folder_files_is_one_line(tmp_path, filled_db, capsys):
+@pytest.mark.parametrize("name", ["metrics.jsonl", "split.json", "config.json"])
+def test_nested_json_in_run_folder_files_is_one_line(tmp_path, filled_db, capsys, name):
     run = tmp_path / "run"
     run.mkdir()
     (run / "config.json").write_text(json.dumps({"name": "r"}))
-    for name in ("metrics.jsonl", "split.json", "config.json"):
-        (run / name).write_text(DEEP)
-        where = "line 1: " if name.endswith(".jsonl") else ""
-        assert run_cli(capsys, "import", run, "--db", filled_db) == (
-            2,
-            f"error: {run / name}: {where}JSON nested too deeply to read\n",
-        )
+    (run / name).write_text(DEEP)
+    where = "line 1: " if name.endswith(".jsonl") else ""
+    expected = f"error: {run / name}: {where}JSON nested too deeply to read\n"
+    assert run_cli(capsys, "import", run, "--db", filled_db) == (2, expected)
 
 
 # --- 2: a schema_version that is not a whole number -------------------------------------------------------
@@ -100,7 +118,7 @@ def test_a_schema_version_that_is_not_a_whole_number_is_refused(filled_db, data_
     db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", [value])
     db.conn.commit()
     db.close()
-    before = filled_db.read_bytes()
+    before = dump(filled_db)
     expected = (
         f"error: {filled_db}: schema_version {value!r} in table meta is not a version number; "
         "the file is damaged or not a workbench database\n"
@@ -110,7 +128,7 @@ def test_a_schema_version_that_is_not_a_whole_number_is_refused(filled_db, data_
         2,
         expected,
     )
-    assert filled_db.read_bytes() == before
+    assert dump(filled_db) == before
 
 
 # --- 3: a read-only database -------------------------------------------------------------------------------
@@ -122,7 +140,7 @@ def test_a_read_only_connection_is_a_user_error_and_writes_nothing(filled_db, tm
     db.execute("PRAGMA query_only = ON")  # SQLite answers every write as it does for a read-only file
     other = tmp_path / "other.json"
     other.write_text(json.dumps([{"instruction": "Say bye.", "m": "Bye."}]))
-    message = f"{filled_db}: cannot write (attempt to write a readonly database)"
+    message = re.escape(f"{filled_db}: cannot write (attempt to write a readonly database); check the permissions")
     with pytest.raises(UserError, match=f"^{message}"):
         importing.import_path(db, other)
     scores = tmp_path / "scores.json"
@@ -140,8 +158,8 @@ def test_import_into_a_read_only_database_file_or_folder_is_one_line(filled_db, 
     other.write_text(json.dumps([{"instruction": "Say bye.", "m": "Bye."}]))
     scores = tmp_path / "scores.json"
     scores.write_text("[50]")
-    store.open_db(filled_db).close()
-    before = filled_db.read_bytes()
+    close_all(filled_db)
+    before = dump(filled_db)
     locked = filled_db if read_only == "file" else filled_db.parent
     mode = locked.stat().st_mode
     locked.chmod(0o444 if read_only == "file" else 0o555)
@@ -157,7 +175,7 @@ def test_import_into_a_read_only_database_file_or_folder_is_one_line(filled_db, 
             )
     finally:
         locked.chmod(mode)
-    assert filled_db.read_bytes() == before
+    assert dump(filled_db) == before
 
 
 # --- 4: an export that cannot be written ------------------------------------------------------------------
@@ -185,7 +203,7 @@ def test_export_into_a_read_only_folder_is_one_line_and_leaves_no_file(filled_db
     prefix = unprivileged()
     folder = tmp_path / "locked"
     folder.mkdir()
-    store.open_db(filled_db).close()
+    close_all(filled_db)
     folder.chmod(0o555)
     try:
         out = folder / "x.json"
@@ -250,7 +268,7 @@ def test_bad_run_folders_are_one_line_and_write_nothing(
         ({"response_key": 5}, "'response_key' must be a string, got int"),
         ({"response_key": "m", "responses": [1]}, "'responses' must be an object, got list"),
         ({"response_key": "m", "responses": {"m": 3}}, "'responses' → 'm' must be an object, got int"),
-        ({"response_key": "m", "responses": {"m": {"run": 7}}}, "'responses' → 'm' → 'run' must be a string"),
+        ({"response_key": "m", "responses": {"m": {"run": 7}}}, "'responses' → 'm' → 'run' must be a string, got int"),
         ({"response_key": "m", "split": ["a"]}, "'split' must be a string, got list"),
         ({"response_key": "m", "split": 5}, "'split' must be a string, got int"),
         ({"response_key": "m", "data": 7}, "'data' must be a string, got int"),
@@ -275,7 +293,7 @@ def test_export_of_an_unknown_data_set_is_refused(filled_db, tmp_path, capsys, f
     importing.import_path(store.open_db(filled_db), tmp_path / "data.json", dataset="b")
     out = tmp_path / "out.json"
     code, err = run_cli(capsys, "export", "--db", filled_db, "--format", fmt, "--dataset", "NOSUCH", "--out", out)
-    assert (code, err) == (2, "error: no data set named 'NOSUCH' (known: b, data)\n")
+    assert (code, err) == (2, "error: no data set named 'NOSUCH' (known: data, b)\n")
     assert not out.exists()
 
 
@@ -292,9 +310,7 @@ def test_export_of_an_unknown_data_set_is_refused(filled_db, tmp_path, capsys, f
         ("a", "entry 0: expected an object with 'instruction', got str"),
     ],
 )
-def test_import_and_finetune_refuse_the_same_entries_with_the_same_message(
-    tmp_path, db_path, capsys, entry, message
-):
+def test_import_and_finetune_refuse_the_same_entries_with_the_same_message(tmp_path, db_path, capsys, entry, message):
     path = tmp_path / "d.json"
     path.write_text(json.dumps([entry]))
     assert run_cli(capsys, "import", path, "--db", db_path) == (2, f"error: {path}: {message}\n")
@@ -306,7 +322,9 @@ def test_import_and_finetune_both_read_a_null_input_as_empty(tmp_path, db_path):
     from trainer.data import load_entries
 
     path = tmp_path / "d.json"
-    path.write_text(json.dumps([{"instruction": "a", "input": None, "output": "b"}, {"instruction": "c", "output": "d"}]))
+    path.write_text(
+        json.dumps([{"instruction": "a", "input": None, "output": "b"}, {"instruction": "c", "output": "d"}])
+    )
     assert [e["input"] for e in load_entries(path)] == ["", ""]
     db = store.open_db(db_path)
     importing.import_path(db, path)
