@@ -381,7 +381,7 @@ def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary
     before = db.conn.total_changes
     with store.transaction(db):
         model_id = store.get_or_create_model(db, name, "run", str(run_dir.resolve()), config)
-        store.replace_training_metrics(db, model_id, metrics)
+        non_finite_losses = store.replace_training_metrics(db, model_id, metrics)
         labelled = store.set_item_splits(db, dataset, splits) if dataset in store.dataset_names(db) else 0
     return ImportSummary(
         "run folder",
@@ -389,7 +389,7 @@ def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary
         models=[name],
         metrics=len(metrics),
         split_labels=labelled,
-        non_finite_losses=sum(not _is_number(row.get(key, 0)) for row in metrics for key in LOSSES),
+        non_finite_losses=non_finite_losses,
         written=db.conn.total_changes - before,
     )
 
@@ -407,7 +407,6 @@ def _read_splits(path: Path) -> dict[str, list[int]]:
 
 
 SQLITE_MAX_INTEGER = 2**63 - 1
-LOSSES = ("train_loss", "val_loss")
 
 
 def read_metrics(path: Path) -> list[dict]:
@@ -428,9 +427,9 @@ def read_metrics(path: Path) -> list[dict]:
         if row["step"] in first_record_of_step:
             raise UserError(f"{where}: step {row['step']} repeats record {first_record_of_step[row['step']]}")
         first_record_of_step[row["step"]] = number
-        for key in ("epoch", "tokens_seen", *LOSSES):
+        for key in ("epoch", "tokens_seen", *store.LOSS_COLUMNS):
             if row.get(key) is not None:
-                _check_metric(where, key, row[key], whole=key == "tokens_seen", finite=key not in LOSSES)
+                _check_metric(where, key, row[key], whole=key == "tokens_seen", finite=key not in store.LOSS_COLUMNS)
     return rows
 
 
@@ -656,7 +655,9 @@ def export(
     """
     out = Path(out)
     if out.is_dir():
-        raise UserError(f"{out}: is a folder; give a file name such as {out / ('export.' + _suffix(fmt))}")
+        raise UserError(
+            f"{out}: is a folder; give a file name such as {out / ('export.' + ('csv' if fmt == 'csv' else 'json'))}"
+        )
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"{out}: {out.parent} is a file, not a folder")
     if not out.parent.is_dir():
@@ -681,10 +682,6 @@ def export(
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     write_text_file(out, json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
     return len(entries)
-
-
-def _suffix(fmt: str) -> str:
-    return "csv" if fmt == "csv" else "json"
 
 
 def write_text_file(path: Path, text: str) -> None:

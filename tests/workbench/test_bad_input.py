@@ -339,22 +339,25 @@ def test_non_finite_losses_are_stored_as_empty_and_flagged(tmp_path, filled_db, 
         tmp_path,
         '{"step": 0, "train_loss": 3.0, "val_loss": 3.1}\n'
         '{"step": 5, "train_loss": NaN, "val_loss": Infinity}\n'
-        '{"step": 10, "train_loss": NaN, "val_loss": 2.0}\n',
+        '{"step": 10, "train_loss": NaN, "val_loss": 2.0}\n'
+        '{"step": 15, "train_loss": 1.5, "val_loss": null}\n',
     )
     code, out = cli.main(["import", str(run), "--db", str(filled_db)]), capsys.readouterr().out
     assert code == 0
-    assert out == "imported run folder: 1 model(s) (r), 3 metrics, 3 non-finite losses stored as empty\n"
+    assert out == "imported run folder: 1 model(s) (r), 4 metrics, 3 non-finite losses stored as empty\n"
     db = store.open_db(filled_db)
     assert [(m["step"], m["train_loss"], m["val_loss"]) for m in store.training_metrics(db, "r")] == [
         (0, 3.0, 3.1),
         (5, None, None),
         (10, None, 2.0),
+        (15, 1.5, None),
     ]
     flags = db.execute("SELECT step, non_finite_json FROM training_metrics ORDER BY step").fetchall()
     assert [(step, json.loads(flag) if flag else None) for step, flag in flags] == [
         (0, None),
         (5, {"train_loss": "nan", "val_loss": "inf"}),
         (10, {"train_loss": "nan"}),
+        (15, None),
     ]
     assert cli.main(["import", str(run), "--db", str(filled_db)]) == 0  # a re-import changes nothing
     assert capsys.readouterr().out.startswith("nothing new: the store already holds this file's run folder")

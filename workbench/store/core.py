@@ -197,10 +197,12 @@ def _metrics_record(model_id: int, row: dict) -> tuple:
     return (model_id, row["step"], row.get("epoch"), row.get("tokens_seen"), *losses, flags)
 
 
-def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Iterable[dict]) -> None:
+def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Iterable[dict]) -> int:
     """Store a run's evaluation history (metrics.jsonl), replacing what an earlier import stored (an
-    identical history is left as it is, so a re-import writes nothing)."""
+    identical history is left as it is, so a re-import writes nothing). Returns how many non-finite losses
+    the history holds (stored as NULL)."""
     records = [_metrics_record(model_id, r) for r in rows]
+    non_finite = sum(len(json.loads(record[-1])) for record in records if record[-1])
     with transaction(db):
         stored = db.execute(
             "SELECT model_id, step, epoch, tokens_seen, train_loss, val_loss, non_finite_json FROM training_metrics "
@@ -208,13 +210,14 @@ def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Ite
             [model_id],
         ).fetchall()
         if stored == sorted(records, key=lambda record: record[1]):
-            return
+            return non_finite
         db.execute("DELETE FROM training_metrics WHERE model_id = ?", [model_id])
         db.conn.executemany(
             "INSERT INTO training_metrics (model_id, step, epoch, tokens_seen, train_loss, val_loss, non_finite_json) "
             "VALUES (?, ?, ?, ?, ?, ?, ?)",
             records,
         )
+    return non_finite
 
 
 def training_metrics(db: sqlite_utils.Database, model: str) -> list[dict]:
