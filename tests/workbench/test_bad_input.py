@@ -409,3 +409,15 @@ def test_generation_output_under_the_default_key_imports_under_the_run_name(tmp_
     db = store.open_db(filled_db)
     summary = importing.import_path(db, _generation(tmp_path, tmp_path / "data.json", "model_response"))
     assert summary.models == ["sft"]
+
+
+def test_a_real_generation_under_a_chosen_key_imports_as_that_model(tiny_run, tmp_path, db_path):
+    from trainer.generate import generate_file
+
+    output = generate_file(
+        tmp_path / "out.json", run=tiny_run, response_key="tiny-sft", max_new_tokens=2, device="cpu", progress=False
+    )
+    db = store.open_db(db_path)
+    summary = importing.import_path(db, output)
+    assert (summary.kind, summary.models) == ("generation output", ["tiny-sft"])
+    assert db["models"].get(store.model_id(db, "tiny-sft"))["run_dir"] == str(tiny_run.resolve())
