@@ -20,6 +20,7 @@ from trainer.errors import UserError
 DEFAULT_RESPONSE_KEY = "model_response"
 
 # ``\ud800``-``\udfff`` escapes: only these can make json.loads return a string that is not valid Unicode.
+TOO_DEEP = "JSON nested too deeply to read"
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 
@@ -49,7 +50,7 @@ def parse_json(path: Path, text: str, *, line: int | None = None) -> Any:
         at_line = exc.lineno if line is None else line
         raise UserError(f"{path}: malformed JSON at line {at_line}, column {exc.colno}: {exc.msg}") from exc
     except RecursionError as exc:
-        raise UserError(f"{where}JSON nested too deeply to read") from exc
+        raise UserError(f"{where}{TOO_DEEP}") from exc
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
         raise UserError(f"{where}unreadable JSON value ({str(exc).split(';')[0]})") from exc
     if _SURROGATE_ESCAPE.search(text):
@@ -59,12 +60,15 @@ def parse_json(path: Path, text: str, *, line: int | None = None) -> Any:
             raise UserError(
                 f"{where}a string holds an unpaired surrogate escape (\\u{ord(exc.object[exc.start]):x})"
             ) from exc
+        except RecursionError as exc:  # nested almost as deeply as json.loads allows
+            raise UserError(f"{where}{TOO_DEEP}") from exc
     return value
 
 
 def parse_jsonl(path: Path, text: str) -> list:
-    """Every non-blank line of a JSON Lines file, parsed."""
-    return [parse_json(path, line, line=number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
+    """Every non-blank line of a JSON Lines file, parsed. Lines end at ``\\n`` only (``str.splitlines`` would
+    also split inside strings holding U+2028 or U+0085, which JSON allows unescaped)."""
+    return [parse_json(path, line, line=number) for number, line in enumerate(text.split("\n"), 1) if line.strip()]
 
 
 def parse_json_or_jsonl(path: Path, text: str) -> Any:

@@ -421,3 +421,25 @@ def test_a_real_generation_under_a_chosen_key_imports_as_that_model(tiny_run, tm
     summary = importing.import_path(db, output)
     assert (summary.kind, summary.models) == ("generation output", ["tiny-sft"])
     assert db["models"].get(store.model_id(db, "tiny-sft"))["run_dir"] == str(tiny_run.resolve())
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\x85", "\x1c"])
+def test_jsonl_strings_may_hold_unicode_line_separators(tmp_path, db_path, separator):
+    """JSON allows U+2028 and friends unescaped inside strings; only a newline ends a JSON Lines record."""
+    from trainer.data import load_entries
+
+    path = tmp_path / "odd.jsonl"
+    entry = {"instruction": f"one{separator}two", "input": "", "output": "three"}
+    path.write_text(json.dumps(entry, ensure_ascii=False) + "\r\n", encoding="utf-8")
+    assert load_entries(path) == [entry]
+    importing.import_path(store.open_db(db_path), path)
+    assert store.dataset_items(store.open_db(db_path), "odd")[0]["instruction"] == f"one{separator}two"
+
+
+def test_unpaired_surrogates_are_refused_in_one_line(tmp_path, db_path, capsys):
+    path = tmp_path / "surrogate.json"
+    path.write_text('[{"instruction": "a\\ud800", "output": "b"}]')
+    assert run_cli(capsys, "import", path, "--db", db_path) == (
+        2,
+        f"error: {path}: a string holds an unpaired surrogate escape (\\ud800)\n",
+    )

@@ -53,7 +53,9 @@ META = {
     "decoding": {"max_new_tokens": 8, "temperature": 0.0},
 }
 
-ODD_TEXT = st.sampled_from(["", "\x00", "\ud800", "\udfff x", "\u202e", "\ufeff", "𝔘𝔫𝔦", "é" * 300, "=1+1", "\r\n"])
+ODD_TEXT = st.sampled_from(
+    ["", "\x00", "\ud800", "\udfff x", "\u202e", "\ufeff", "𝔘𝔫𝔦", "é" * 300, "=1+1", "\r\n", "\u2028", "\x85"]
+)
 LEAVES = st.one_of(
     st.none(),
     st.booleans(),
