@@ -186,12 +186,15 @@ def model_id(db: sqlite_utils.Database, name: str) -> int:
 LOSS_COLUMNS = ("train_loss", "val_loss")
 
 
+def _non_finite_losses(row: dict) -> dict[str, str]:
+    """The NaN or infinite losses of a metrics.jsonl row (a diverged run), as text: ``{"train_loss": "nan"}``."""
+    return {key: str(row[key]) for key in LOSS_COLUMNS if isinstance(row.get(key), float) and not isfinite(row[key])}
+
+
 def _metrics_record(model_id: int, row: dict) -> tuple:
-    """One metrics.jsonl row as stored: a NaN or infinite loss (a diverged run) becomes NULL, and
-    ``non_finite_json`` says which losses held what."""
-    non_finite = {
-        key: str(row[key]) for key in LOSS_COLUMNS if isinstance(row.get(key), float) and not isfinite(row[key])
-    }
+    """One metrics.jsonl row as stored: a non-finite loss becomes NULL, and ``non_finite_json`` says which
+    losses held what."""
+    non_finite = _non_finite_losses(row)
     losses = [None if key in non_finite else row.get(key) for key in LOSS_COLUMNS]
     flags = json.dumps(non_finite, sort_keys=True) if non_finite else None
     return (model_id, row["step"], row.get("epoch"), row.get("tokens_seen"), *losses, flags)
@@ -201,8 +204,9 @@ def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Ite
     """Store a run's evaluation history (metrics.jsonl), replacing what an earlier import stored (an
     identical history is left as it is, so a re-import writes nothing). Returns how many non-finite losses
     the history holds (stored as NULL)."""
+    rows = list(rows)
     records = [_metrics_record(model_id, r) for r in rows]
-    non_finite = sum(len(json.loads(record[-1])) for record in records if record[-1])
+    non_finite = sum(len(_non_finite_losses(r)) for r in rows)
     with transaction(db):
         stored = db.execute(
             "SELECT model_id, step, epoch, tokens_seen, train_loss, val_loss, non_finite_json FROM training_metrics "
