@@ -8,7 +8,6 @@ bad line is the common case, and a bare ``KeyError`` would not say which one.
 from __future__ import annotations
 
 import hashlib
-import json
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import Dataset
 
+from trainer.entries import read_json, type_name, validate_entry
 from trainer.errors import UserError
 from trainer.tokenizer import END_OF_TEXT_ID
 
@@ -35,64 +35,18 @@ RESPONSE_MARKERS = {"alpaca": "### Response:", "phi3": "<|assistant|>"}
 def load_entries(path: str | Path) -> list[dict]:
     """Read a JSON list or a JSONL file of entries and validate every one of them.
 
-    ``input`` defaults to ""; extra keys (``model_response`` ...) are kept.
+    The rules are ``trainer.entries.validate_entry``'s (the workbench import uses the same): ``input`` absent
+    or null becomes ""; extra keys (``model_response`` ...) are kept.
     """
     path = Path(path)
     if not path.is_file():
         raise UserError(f"data file not found: {path}")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
-    records = _parse_jsonl(path, text) if path.suffix == ".jsonl" else _parse_json(path, text)
+    records = read_json(path)
+    if not isinstance(records, list):
+        raise UserError(f"{path}: expected a JSON list of entries (or JSONL), got {type_name(records)}")
     if not records:
         raise UserError(f"{path}: the data set is empty")
-    return [_validate_entry(path, index, record) for index, record in enumerate(records)]
-
-
-def _parse_json(path: Path, text: str) -> list:
-    """A JSON list; a ``.json`` file holding one object per line is read as JSONL."""
-    try:
-        records = json.loads(text)
-    except json.JSONDecodeError as exc:
-        if exc.msg == "Extra data" and text.lstrip().startswith("{"):
-            return _parse_jsonl(path, text)
-        raise _malformed(path, exc.lineno, exc) from exc
-    if not isinstance(records, list):
-        raise UserError(f"{path}: expected a JSON list of entries (or JSONL), got {type(records).__name__}")
-    return records
-
-
-def _malformed(path: Path, line: int, exc: json.JSONDecodeError) -> UserError:
-    return UserError(f"{path}: malformed JSON at line {line}, column {exc.colno}: {exc.msg}")
-
-
-def _parse_jsonl(path: Path, text: str) -> list:
-    records = []
-    for line_number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise _malformed(path, line_number, exc) from exc
-    return records
-
-
-def _validate_entry(path: Path, index: int, record) -> dict:
-    where = f"{path}: entry {index}"
-    if not isinstance(record, dict):
-        raise UserError(f"{where}: expected an object, got {type(record).__name__}")
-    for key in ("instruction", "output"):
-        if key not in record:
-            raise UserError(f"{where}: missing key {key!r}")
-    entry = {**record, "input": record.get("input", "")}
-    for key in ("instruction", "input", "output"):
-        if not isinstance(entry[key], str):
-            raise UserError(f"{where}: {key!r} must be a string, got {type(entry[key]).__name__}")
-    if not entry["output"].strip():
-        raise UserError(f"{where}: empty 'output'")
-    return entry
+    return [validate_entry(f"{path}: entry {index}", record, need_output=True) for index, record in enumerate(records)]
 
 
 def file_sha256(path: Path) -> str:

@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
+import os
+import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +23,7 @@ from typing import Any
 import sqlite_utils
 from tqdm import tqdm
 
+from trainer.entries import DEFAULT_RESPONSE_KEY, read_json, type_name, validate_entry
 from trainer.errors import UserError
 from workbench import store
 
@@ -42,6 +46,7 @@ class ImportSummary:
     scores: int = 0
     metrics: int = 0
     split_labels: int = 0
+    non_finite_losses: int = 0  # NaN or infinite losses of a diverged run, stored as NULL
     # rows the import inserted or changed in the store; 0 means the file was already there, unchanged
     written: int = 0
 
@@ -52,6 +57,8 @@ class ImportSummary:
         for label in ("responses", "pairwise_grades", "scores", "metrics", "split_labels"):
             if getattr(self, label):
                 parts.append(f"{getattr(self, label)} {label.replace('_', ' ')}")
+        if self.non_finite_losses:
+            parts.append(f"{self.non_finite_losses} non-finite losses stored as empty")
         if not self.written:
             holder = f"data set {self.dataset!r}" if self.dataset else "the store"
             found = f" ({', '.join(parts)})" if parts else ""
@@ -63,58 +70,29 @@ class ImportSummary:
 # --- reading and validating files ------------------------------------------------------------------------
 
 
-def read_json(path: Path) -> Any:
-    """Parse a JSON file (or JSON Lines for ``.jsonl``) with line and column in the error."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError as exc:
-        raise UserError(f"{path}: no such file") from exc
-    except (OSError, UnicodeDecodeError) as exc:
-        raise UserError(f"{path}: cannot read ({exc})") from exc
-    if path.suffix == ".jsonl":
-        return [_parse(path, line, number) for number, line in enumerate(text.splitlines(), 1) if line.strip()]
-    return _parse(path, text, 1)
-
-
-def _parse(path: Path, text: str, first_line: int) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserError(
-            f"{path}: malformed JSON at line {exc.lineno + first_line - 1}, column {exc.colno}: {exc.msg}"
-        ) from exc
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
-
-
 def validate_entries(path: Path, data: Any) -> tuple[list[dict], list[str]]:
     """Check the book's entry layout; return normalised entries and the extra (model response) keys.
 
-    Every key besides instruction/input/output holds one model's responses, so each must be a string (null or
-    absent means that model has no response for the entry).
+    Instruction, input and output follow ``trainer.entries.validate_entry`` (what ``finetune`` accepts, except
+    that an entry may lack a reference output). Every other key holds one model's responses, so each must be
+    a string (null or absent means that model has no response for the entry).
     """
     if not isinstance(data, list):
-        raise UserError(f"{path}: expected a JSON list of entries, got a {_type_name(data)}")
+        raise UserError(f"{path}: expected a JSON list of entries, got a {type_name(data)}")
     if not data:
         raise UserError(f"{path}: the list of entries is empty")
     extra_keys: dict[str, None] = {}
     entries = []
-    for index, entry in enumerate(data):
-        where = f"{path} entry {index}"
-        if not isinstance(entry, dict):
-            raise UserError(f"{where}: expected an object with 'instruction', got a {_type_name(entry)}")
-        if not isinstance(entry.get("instruction"), str):
-            raise UserError(f"{where}: 'instruction' must be a string, got {_type_name(entry.get('instruction'))}")
+    for index, record in enumerate(data):
+        where = f"{path}: entry {index}"
+        entry = validate_entry(where, record, need_output=False)
         for key, value in entry.items():
-            optional = key != "instruction"
-            if not (isinstance(value, str) or (optional and value is None)):
-                role = "" if key in ENTRY_KEYS else " (a model's response)"
-                raise UserError(f"{where}: {key!r}{role} must be a string, got {_type_name(value)}")
-            if key not in ENTRY_KEYS:
-                extra_keys[key] = None
-        entries.append({**entry, "input": entry.get("input") or ""})
+            if key in ENTRY_KEYS:
+                continue
+            if not (isinstance(value, str) or value is None):
+                raise UserError(f"{where}: {key!r} (a model's response) must be a string, got {type_name(value)}")
+            extra_keys[key] = None
+        entries.append(entry)
     return entries, list(extra_keys)
 
 
@@ -191,9 +169,7 @@ def import_path(
         return import_run_folder(db, path)
     entries, extra_keys = validate_entries(path, read_json(path))
     meta_path = meta_path_for(path)
-    meta = read_json(meta_path) if meta_path else None
-    if meta is not None and not isinstance(meta, dict):
-        raise UserError(f"{meta_path}: expected a JSON object (the trainer's generation metadata)")
+    meta = read_generation_meta(meta_path) if meta_path else None
     sources = _model_sources(meta, extra_keys)
     if model is not None:
         if len(sources) != 1:
@@ -216,6 +192,33 @@ def import_path(
     return summary
 
 
+# Fields of a generation record (``FILE.meta.json``, and each of its ``responses``) that the import reads.
+META_STRINGS = ("name", "response_key", "run", "split", "data")
+META_OBJECTS = ("decoding", "responses")
+
+
+def read_generation_meta(path: Path) -> dict:
+    """The trainer's ``FILE.meta.json``, with every field the import reads checked for its type (null or
+    absent is fine), so a damaged file is refused by name instead of half-imported."""
+    meta = read_json(path)
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: expected a JSON object (the trainer's generation metadata), got {type_name(meta)}")
+    _check_generation_record(path, meta, "")
+    for key, record in (meta.get("responses") or {}).items():
+        if not isinstance(record, dict):
+            raise UserError(f"{path}: 'responses' → {key!r} must be an object, got {type_name(record)}")
+        _check_generation_record(path, record, f"'responses' → {key!r} → ")
+    return meta
+
+
+def _check_generation_record(path: Path, record: dict, where: str) -> None:
+    for key in META_STRINGS + META_OBJECTS:
+        value = record.get(key)
+        wanted, kind = (str, "a string") if key in META_STRINGS else (dict, "an object")
+        if value is not None and not isinstance(value, wanted):
+            raise UserError(f"{path}: {where}{key!r} must be {kind}, got {type_name(value)}")
+
+
 def _generation_dataset(meta: dict, path: Path) -> str:
     """Generated responses line up with the data file they answer, so they join that data set's items."""
     data = meta.get("data")
@@ -223,7 +226,9 @@ def _generation_dataset(meta: dict, path: Path) -> str:
 
 
 def _model_sources(meta: dict | None, extra_keys: list[str]) -> list[_ModelSource]:
-    """One model per response key; keys described in the trainer's meta file are named after their run."""
+    """One model per response key. A key described in the trainer's meta file is the model's name when the
+    user chose it (``generate --response-key tiny-sft``); under the generator's default key the model is named
+    after its run, so two runs' default outputs do not merge into one model."""
     records = (meta or {}).get("responses") or {}
     if meta is not None and meta.get("response_key") and meta["response_key"] not in records:
         records = {**records, meta["response_key"]: meta}
@@ -233,11 +238,11 @@ def _model_sources(meta: dict | None, extra_keys: list[str]) -> list[_ModelSourc
         if not isinstance(record, dict):
             sources.append(_ModelSource(key, key))
             continue
-        run_name = record.get("name") or key
+        name = (record.get("name") or key) if key == DEFAULT_RESPONSE_KEY else key
         sources.append(
             _ModelSource(
                 key,
-                run_name,
+                name,
                 kind="run" if record.get("run") else "hf",
                 run_dir=record.get("run"),
                 config={k: v for k, v in record.items() if k != "responses"},
@@ -366,17 +371,17 @@ def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary
         raise UserError(f"{run_dir}: not a trainer run folder (no config.json)")
     config = read_json(config_path)
     if not isinstance(config, dict):
-        raise UserError(f"{config_path}: expected a JSON object, got a {_type_name(config)}")
-    metrics = _read_metrics(run_dir / "metrics.jsonl")
+        raise UserError(f"{config_path}: expected a JSON object, got a {type_name(config)}")
+    metrics = read_metrics(run_dir / "metrics.jsonl")
     name = config.get("name") or run_dir.name
     if not isinstance(name, str):
-        raise UserError(f"{config_path}: 'name' must be a string, got {_type_name(name)}")
+        raise UserError(f"{config_path}: 'name' must be a string, got {type_name(name)}")
     splits = _read_splits(run_dir / "split.json")
     dataset = Path(config["data"]).stem if isinstance(config.get("data"), str) else None
     before = db.conn.total_changes
     with store.transaction(db):
         model_id = store.get_or_create_model(db, name, "run", str(run_dir.resolve()), config)
-        store.replace_training_metrics(db, model_id, metrics)
+        non_finite_losses = store.replace_training_metrics(db, model_id, metrics)
         labelled = store.set_item_splits(db, dataset, splits) if dataset in store.dataset_names(db) else 0
     return ImportSummary(
         "run folder",
@@ -384,6 +389,7 @@ def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary
         models=[name],
         metrics=len(metrics),
         split_labels=labelled,
+        non_finite_losses=non_finite_losses,
         written=db.conn.total_changes - before,
     )
 
@@ -394,27 +400,56 @@ def _read_splits(path: Path) -> dict[str, list[int]]:
         return {}
     splits = read_json(path)
     if not isinstance(splits, dict) or not all(
-        isinstance(v, list) and all(isinstance(i, int) and not isinstance(i, bool) for i in v) for v in splits.values()
+        isinstance(v, list) and all(_is_whole(i) and 0 <= i <= SQLITE_MAX_INTEGER for i in v) for v in splits.values()
     ):
         raise UserError(f"{path}: expected an object mapping split names to lists of entry indices")
     return splits
 
 
-def _read_metrics(path: Path) -> list[dict]:
+SQLITE_MAX_INTEGER = 2**63 - 1
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """A run's ``metrics.jsonl``: one object per evaluation with a unique whole ``step``; ``epoch`` a number,
+    ``tokens_seen`` a whole number, losses numbers where NaN and infinity are allowed (a diverged run logs
+    them; the store keeps them as empty values with a flag)."""
     if not path.is_file():
         return []
     rows = read_json(path)
+    if not isinstance(rows, list):
+        raise UserError(f"{path}: expected one JSON object per line, got a {type_name(rows)}")
+    first_record_of_step: dict[int, int] = {}
     for number, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or isinstance(row.get("step"), bool) or not isinstance(row.get("step"), int):
-            raise UserError(f"{path} record {number}: expected an object with an integer 'step'")
-        for key in ("epoch", "tokens_seen", "train_loss", "val_loss"):
-            if row.get(key) is not None and not _is_number(row[key]):
-                raise UserError(f"{path} record {number}: {key!r} must be a number, got {_type_name(row[key])}")
+        where = f"{path}: record {number}"
+        if not isinstance(row, dict) or "step" not in row:
+            raise UserError(f"{where}: expected an object with an integer 'step'")
+        _check_metric(where, "step", row["step"], whole=True)
+        if row["step"] in first_record_of_step:
+            raise UserError(f"{where}: step {row['step']} repeats record {first_record_of_step[row['step']]}")
+        first_record_of_step[row["step"]] = number
+        for key in ("epoch", "tokens_seen", *store.LOSS_COLUMNS):
+            if row.get(key) is not None:
+                _check_metric(where, key, row[key], whole=key == "tokens_seen", finite=key not in store.LOSS_COLUMNS)
     return rows
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+def _check_metric(where: str, key: str, value: Any, *, whole: bool = False, finite: bool = True) -> None:
+    if not _is_number(value, finite=False):
+        raise UserError(f"{where}: {key!r} must be a {'whole ' if whole else ''}number, got {type_name(value)}")
+    if finite and not math.isfinite(value):
+        raise UserError(f"{where}: {key!r} must be a finite{' whole' if whole else ''} number, got {value}")
+    if whole and not _is_whole(value):
+        raise UserError(f"{where}: {key!r} must be a whole number, got {type_name(value)}")
+    if isinstance(value, int) and abs(value) > SQLITE_MAX_INTEGER:
+        raise UserError(f"{where}: {key!r} {value} is too large")
+
+
+def _is_whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any, *, finite: bool = True) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and (not finite or math.isfinite(value))
 
 
 # --- import-scores ---------------------------------------------------------------------------------------
@@ -431,9 +466,12 @@ def import_scores(
 ) -> ImportSummary:
     """An external judge's scores: a list aligned with the data set's entries, or objects with ``item_id``."""
     path = Path(path)
+    low, high = score_range
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise UserError(f"--score-range {low:g} {high:g}: the judge's scale needs two finite numbers, the lowest first")
     data = read_json(path)
     if not isinstance(data, list) or not data:
-        raise UserError(f"{path}: expected a non-empty JSON list of scores, got {_type_name(data)}")
+        raise UserError(f"{path}: expected a non-empty JSON list of scores, got {type_name(data)}")
     store.model_id(db, response_key)
     dataset = dataset or _only_dataset_of(db, response_key)
     responses = store.response_ids_by_item(db, response_key, dataset)
@@ -446,7 +484,7 @@ def import_scores(
         judge_row = store.get_or_create_external_judge(db, judge, *score_range)
         low, high = judge_row["score_min"], judge_row["score_max"]
         for index, row in enumerate(rows):
-            where = f"{path} entry {index} (item {row['item_id']})"
+            where = f"{path}: entry {index} (item {row['item_id']})"
             if row["item_id"] not in responses:
                 raise UserError(f"{where}: model {response_key!r} has no response to this item in {dataset!r}")
             if row["score"] is not None and not low <= row["score"] <= high:
@@ -465,9 +503,15 @@ def _only_dataset_of(db: sqlite_utils.Database, model: str) -> str:
 
 
 def _check_score(path: Path, index: int, value: Any) -> float | None:
-    if value is not None and not _is_number(value):
-        raise UserError(f"{path} entry {index}: a score must be a number or null, got {_type_name(value)}")
-    return value
+    if value is None:
+        return None
+    if not _is_number(value):
+        got = value if _is_number(value, finite=False) else type_name(value)
+        raise UserError(f"{path}: entry {index}: a score must be a finite number or null, got {got}")
+    try:
+        return float(value)  # an integer too large for SQLite's INTEGER is stored as REAL like every score
+    except OverflowError as exc:
+        raise UserError(f"{path}: entry {index}: the score {value} is too large") from exc
 
 
 def _aligned_scores(db: sqlite_utils.Database, path: Path, data: list, dataset: str) -> list[dict]:
@@ -484,11 +528,11 @@ def _aligned_scores(db: sqlite_utils.Database, path: Path, data: list, dataset: 
 
 def _score_object(path: Path, index: int, entry: dict) -> dict:
     if not isinstance(entry.get("item_id"), str) or "score" not in entry:
-        raise UserError(f"{path} entry {index}: expected an object with 'item_id' (string) and 'score'")
+        raise UserError(f"{path}: entry {index}: expected an object with 'item_id' (string) and 'score'")
     row = _score_row(entry["item_id"], _check_score(path, index, entry["score"]))
     for key in ("rationale", "raw_output", "error"):
         if entry.get(key) is not None and not isinstance(entry[key], str):
-            raise UserError(f"{path} entry {index}: {key!r} must be a string, got {_type_name(entry[key])}")
+            raise UserError(f"{path}: entry {index}: {key!r} must be a string, got {type_name(entry[key])}")
         row[key] = entry.get(key)
     row["latency_s"] = _check_score(path, index, entry.get("latency_s"))
     return row
@@ -510,7 +554,7 @@ def _score_row(item_id: str, score: float | None) -> dict:
 
 def export_json(db: sqlite_utils.Database, dataset: str | None = None) -> list[dict]:
     """The book's layout: each entry's instruction, input and output, then one key per model's response."""
-    dataset = dataset or _only_dataset(db)
+    dataset = _known_dataset(db, dataset) if dataset else _only_dataset(db)
     entries: dict[str, dict] = {}
     for item in store.dataset_items(db, dataset):
         entry = {"instruction": item["instruction"], "input": item["input"]}
@@ -525,6 +569,8 @@ def export_json(db: sqlite_utils.Database, dataset: str | None = None) -> list[d
 def export_preferences(db: sqlite_utils.Database, dataset: str | None = None) -> list[dict]:
     """Chosen/rejected pairs for DPO from human pairwise grades: per item and model pair, the majority wins;
     pairs the reviewers tied on (or split evenly) are left out."""
+    if dataset:
+        _known_dataset(db, dataset)
     wins: dict[tuple, Counter] = defaultdict(Counter)
     pairs: dict[tuple, dict] = {}
     for row in store.pairwise_grade_rows(db, dataset):
@@ -581,6 +627,13 @@ def csv_cell(value: Any) -> Any:
     return _plain_number(value)
 
 
+def _known_dataset(db: sqlite_utils.Database, dataset: str) -> str:
+    names = store.dataset_names(db)
+    if dataset not in names:
+        raise UserError(f"no data set named {dataset!r} (known: {', '.join(names) or 'none'})")
+    return dataset
+
+
 def _only_dataset(db: sqlite_utils.Database) -> str:
     names = store.dataset_names(db)
     if len(names) != 1:
@@ -596,18 +649,28 @@ def export(
     dataset: str | None = None,
     campaign: str | None = None,
 ) -> int:
-    """Write an export file; returns the number of entries (json, preferences, campaign) or rows (csv) written."""
+    """Write an export file; returns the number of entries (json, preferences, campaign) or rows (csv) written.
+
+    The file appears complete or not at all (an earlier export at ``out`` stays until the new one is whole).
+    """
     out = Path(out)
+    if out.is_dir():
+        raise UserError(
+            f"{out}: is a folder; give a file name such as {out / ('export.' + ('csv' if fmt == 'csv' else 'json'))}"
+        )
+    if out.parent.exists() and not out.parent.is_dir():
+        raise UserError(f"{out}: {out.parent} is a file, not a folder")
     if not out.parent.is_dir():
         raise UserError(f"{out}: folder {out.parent} does not exist")
     if (fmt == "campaign") != (campaign is not None):
         raise UserError("--campaign NAME goes with --format campaign, and --format campaign needs it")
     if fmt == "csv":
         rows = store.grades_and_scores_rows(db)
-        with out.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=store.CSV_COLUMNS)
-            writer.writeheader()
-            writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
+        text = io.StringIO(newline="")
+        writer = csv.DictWriter(text, fieldnames=store.CSV_COLUMNS)
+        writer.writeheader()
+        writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
+        write_text_file(out, text.getvalue())
         return len(rows)
     if fmt == "json":
         entries = export_json(db, dataset)
@@ -617,8 +680,33 @@ def export(
         entries = export_campaign(db, campaign)
     else:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    out.write_text(json.dumps(entries, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_text_file(out, json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
     return len(entries)
+
+
+def write_text_file(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename, so a failed write (a full
+    disk, a read-only folder) leaves no half-written file and keeps an earlier one. A device or pipe such as
+    ``/dev/stdout`` is written in place. Any failure is a UserError naming ``path``."""
+    temporary = None
+    try:
+        if path.exists() and not path.is_file():
+            with path.open("w", encoding="utf-8", newline="") as handle:
+                handle.write(text)
+            return
+        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        # os.open with 0o666 gives the file the permissions the user's umask allows, as a plain open would
+        with os.fdopen(
+            os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8", newline=""
+        ) as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except OSError as exc:
+        if temporary is not None:
+            temporary.unlink(missing_ok=True)
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 # --- CLI -------------------------------------------------------------------------------------------------

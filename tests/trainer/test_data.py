@@ -150,7 +150,7 @@ def test_jsonl_loads_and_defaults_input(tmp_path):
         (
             "keys.json",
             '[{"instruction": "a", "output": "b"}, {"instruction": "c"}]',
-            "keys.json: entry 1: missing key 'output'",
+            "keys.json: entry 1: 'output' is missing",
         ),
         (
             "types.json",
@@ -160,7 +160,7 @@ def test_jsonl_loads_and_defaults_input(tmp_path):
         (
             "notdict.json",
             '[{"instruction": "a", "output": "b"}, ["x"]]',
-            "notdict.json: entry 1: expected an object, got list",
+            "notdict.json: entry 1: expected an object with 'instruction', got list",
         ),
         (
             "empty_output.json",
@@ -197,7 +197,7 @@ def test_cli_reports_bad_data_in_one_line(tmp_path, capsys):
     path = _write(tmp_path, "keys.json", json.dumps([{"instruction": "a"}]))
     code = trainer_main(["finetune", "--data", str(path), "--model", "tiny", "--out", str(tmp_path / "run")])
     assert code == 2
-    assert capsys.readouterr().err == f"error: {path}: entry 0: missing key 'output'\n"
+    assert capsys.readouterr().err == f"error: {path}: entry 0: 'output' is missing\n"
     assert not (tmp_path / "run").exists()
 
 

@@ -252,7 +252,7 @@ def test_cli_bad_inputs(tiny_run, tiny_hf_dir, tmp_path, capsys):
     code, err = _run(
         capsys, "--weights", tiny_hf_dir, "--data", bad_data, "--split", "all", "--out", tmp_path / "b.json"
     )
-    assert code == 2 and "entry 1: missing key 'output'" in err
+    assert code == 2 and "entry 1: 'output' is missing" in err
 
     long_data = tmp_path / "long.json"
     long_data.write_text(

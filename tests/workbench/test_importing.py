@@ -96,7 +96,7 @@ def test_judge_scores_align_with_entries_and_refuse_a_short_list(shared_dir, boo
             [50] * 99 + [101],
             r"entry 99 \(item [0-9a-f]{16}\): score 101 is outside judge 'gpt4''s range 0-100",
         ),
-        ([50] * 99 + ["high"], "entry 99: a score must be a number or null, got str"),
+        ([50] * 99 + ["high"], "entry 99: a score must be a finite number or null, got str"),
         ({"scores": []}, "expected a non-empty JSON list of scores, got dict"),
         (
             [{"item_id": "0123456789abcdef", "score": 3}],
@@ -148,7 +148,7 @@ def test_scores_as_objects_with_item_ids(book_db, tmp_path):
         ('[\n  {"instruction": "a",}\n]', r"malformed JSON at line 2, column 23: Expecting property name"),
         ('{"instruction": "a"}', "expected a JSON list of entries, got a dict"),
         ("[]", "the list of entries is empty"),
-        ('[{"instruction": "a"}, "b"]', "entry 1: expected an object with 'instruction', got a str"),
+        ('[{"instruction": "a"}, "b"]', "entry 1: expected an object with 'instruction', got str"),
         ('[{"instruction": 7}]', "entry 0: 'instruction' must be a string, got int"),
         ('[{"instruction": "a", "input": 3}]', "entry 0: 'input' must be a string, got int"),
         (
@@ -224,7 +224,7 @@ def test_run_folder_imports_config_metrics_and_split_labels(shared_dir, db_path,
         {"step": 0, "epoch": None, "tokens_seen": None, "train_loss": 3.1, "val_loss": None}
     ]
     (run_dir / "metrics.jsonl").write_text('{"step": 0}\n{"step": "one"}\n')
-    with pytest.raises(UserError, match="metrics.jsonl record 2: expected an object with an integer 'step'"):
+    with pytest.raises(UserError, match="metrics.jsonl: record 2: 'step' must be a whole number, got str"):
         importing.import_path(db, run_dir)
     with pytest.raises(UserError, match="not a trainer run folder"):
         importing.import_path(db, tmp_path)
@@ -397,7 +397,7 @@ def _two_uploads(tmp_path, second: str):
 @pytest.mark.parametrize(
     ("second", "message"),
     [
-        ('[{"instruction": "x", "m": 3}]', r"bad\.json entry 0: 'm' \(a model's response\) must be a string"),
+        ('[{"instruction": "x", "m": 3}]', r"bad\.json: entry 0: 'm' \(a model's response\) must be a string"),
         ("[{", r"bad\.json: malformed JSON at line 1"),
     ],
 )
@@ -436,7 +436,7 @@ def test_uploads_of_data_a_run_folder_and_scores(shared_dir, db_path, tmp_path, 
     wrong = tmp_path / "wrong.json"
     wrong.write_text(json.dumps([500]))
     before = db_snapshot(db_path)
-    with pytest.raises(UserError, match=r"wrong\.json entry 0 .*outside judge 'j'"):
+    with pytest.raises(UserError, match=r"wrong\.json: entry 0 .*outside judge 'j'"):
         importing.import_files(db, [scores, wrong], kind="scores", judge="j", response_key="m", dataset="good")
     assert db_snapshot(db_path) == before
     with pytest.raises(UserError, match=r"scores\.json: unknown model \(response key\) 'nobody'"):

@@ -34,6 +34,7 @@ from workbench.store.campaigns import (
 from workbench.store.core import (
     CSV_COLUMNS,
     HUMAN_SCORE_RANGE,
+    LOSS_COLUMNS,
     PREFERENCES,
     add_grade,
     add_items,

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timezone
+from math import isfinite
 from typing import Any
 
 import sqlite_utils
 
 from trainer.errors import UserError
+from workbench.store.schema import cannot_write, database_file
 
 PREFERENCES = ("left", "right", "tie")
 HUMAN_SCORE_RANGE = (1, 5)
@@ -29,7 +32,8 @@ def utc_now() -> str:
 
 @contextmanager
 def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
-    """One write transaction; nested use becomes a savepoint of the outer one.
+    """One write transaction; nested use becomes a savepoint of the outer one. A write the file system refuses
+    (a read-only database file or folder) is a ``UserError`` naming the file, after the rollback.
 
     ``BEGIN IMMEDIATE`` takes the write lock up front, so a writer waits (busy timeout) at the start rather
     than failing halfway when another process committed first.
@@ -38,13 +42,19 @@ def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
         with db.atomic():
             yield db
         return
-    db.execute("BEGIN IMMEDIATE")
     try:
-        yield db
-    except BaseException:
-        db.rollback()
-        raise
-    db.commit()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.rollback()
+            raise
+        db.commit()
+    except sqlite3.OperationalError as exc:  # a read-only file or folder: the user's to fix, not a bug
+        error = cannot_write(exc, database_file(db))
+        if error is None:
+            raise
+        raise error from exc
 
 
 def _one(db: sqlite_utils.Database, sql: str, params: Sequence[Any] | dict = ()) -> Any:
@@ -173,27 +183,45 @@ def model_id(db: sqlite_utils.Database, name: str) -> int:
     return found
 
 
-def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Iterable[dict]) -> None:
+LOSS_COLUMNS = ("train_loss", "val_loss")
+
+
+def _non_finite_losses(row: dict) -> dict[str, str]:
+    """The NaN or infinite losses of a metrics.jsonl row (a diverged run), as text: ``{"train_loss": "nan"}``."""
+    return {key: str(row[key]) for key in LOSS_COLUMNS if isinstance(row.get(key), float) and not isfinite(row[key])}
+
+
+def _metrics_record(model_id: int, row: dict) -> tuple:
+    """One metrics.jsonl row as stored: a non-finite loss becomes NULL, and ``non_finite_json`` says which
+    losses held what."""
+    non_finite = _non_finite_losses(row)
+    losses = [None if key in non_finite else row.get(key) for key in LOSS_COLUMNS]
+    flags = json.dumps(non_finite, sort_keys=True) if non_finite else None
+    return (model_id, row["step"], row.get("epoch"), row.get("tokens_seen"), *losses, flags)
+
+
+def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Iterable[dict]) -> int:
     """Store a run's evaluation history (metrics.jsonl), replacing what an earlier import stored (an
-    identical history is left as it is, so a re-import writes nothing)."""
-    records = [
-        (model_id, r["step"], r.get("epoch"), r.get("tokens_seen"), r.get("train_loss"), r.get("val_loss"))
-        for r in rows
-    ]
+    identical history is left as it is, so a re-import writes nothing). Returns how many non-finite losses
+    the history holds (stored as NULL)."""
+    rows = list(rows)
+    records = [_metrics_record(model_id, r) for r in rows]
+    non_finite = sum(len(_non_finite_losses(r)) for r in rows)
     with transaction(db):
         stored = db.execute(
-            "SELECT model_id, step, epoch, tokens_seen, train_loss, val_loss FROM training_metrics "
+            "SELECT model_id, step, epoch, tokens_seen, train_loss, val_loss, non_finite_json FROM training_metrics "
             "WHERE model_id = ? ORDER BY step",
             [model_id],
         ).fetchall()
         if stored == sorted(records, key=lambda record: record[1]):
-            return
+            return non_finite
         db.execute("DELETE FROM training_metrics WHERE model_id = ?", [model_id])
         db.conn.executemany(
-            "INSERT INTO training_metrics (model_id, step, epoch, tokens_seen, train_loss, val_loss) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
+            "INSERT INTO training_metrics (model_id, step, epoch, tokens_seen, train_loss, val_loss, non_finite_json) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
             records,
         )
+    return non_finite
 
 
 def training_metrics(db: sqlite_utils.Database, model: str) -> list[dict]:

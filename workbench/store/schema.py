@@ -314,6 +314,14 @@ CREATE TABLE adjudications (
 """
 
 
+# Version 4: a diverged run's losses. ``metrics.jsonl`` may hold NaN or infinite losses (the trainer logs what
+# it computed); they are stored as NULL, and ``training_metrics.non_finite_json`` records which fields held
+# what (``{"train_loss": "nan"}``), so an empty value is told apart from a loss that was never measured.
+SCHEMA_V4 = """
+ALTER TABLE training_metrics ADD COLUMN non_finite_json TEXT;
+"""
+
+
 def _statements(script: str) -> list[str]:
     return [statement.strip() for statement in script.split(";\n") if statement.strip()]
 
@@ -329,16 +337,46 @@ def _script(script: str) -> Callable[[sqlite_utils.Database], None]:
 
 
 # MIGRATIONS[i] brings a database from version i to version i + 1. Append only; never edit a shipped one.
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_script(SCHEMA_V1), _script(SCHEMA_V2), _script(SCHEMA_V3)]
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _script(SCHEMA_V1),
+    _script(SCHEMA_V2),
+    _script(SCHEMA_V3),
+    _script(SCHEMA_V4),
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
+def database_file(db: sqlite_utils.Database) -> str:
+    """The path of the file behind ``db``, for messages."""
+    return db.execute("PRAGMA database_list").fetchone()[2] or ":memory:"
+
+
 def schema_version(db: sqlite_utils.Database) -> int:
-    """The version recorded in ``meta`` (0 for an empty file)."""
+    """The version recorded in ``meta`` (0 for an empty file); anything but a whole number is refused, since
+    migrating from a guessed version could rebuild tables that are already current."""
     if not db["meta"].exists():
         return 0
     row = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-    return int(row[0]) if row else 0
+    if row is None:
+        return 0
+    if not (isinstance(row[0], str) and row[0].isdecimal()):
+        raise UserError(
+            f"{database_file(db)}: schema_version {row[0]!r} in table meta is not a version number; "
+            "the file is damaged or not a workbench database"
+        )
+    return int(row[0])
+
+
+# SQLite's answers when the file or its folder cannot be written (the -wal and -shm files live beside it).
+_CANNOT_WRITE = ("SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM", "SQLITE_IOERR", "SQLITE_FULL")
+
+
+def cannot_write(exc: sqlite3.Error, path: str | Path) -> UserError | None:
+    """The user's error for a write SQLite refused because of the file system (a read-only file or folder, a
+    full disk), or None for any other failure, which stays a bug with its traceback."""
+    if isinstance(exc, sqlite3.OperationalError) and (exc.sqlite_errorname or "").startswith(_CANNOT_WRITE):
+        return UserError(f"{path}: cannot write ({exc}); check the permissions of the file and its folder")
+    return None
 
 
 def _refuse_newer(path: Path, version: int) -> None:
@@ -364,13 +402,13 @@ def open_db(path: str | Path) -> sqlite_utils.Database:
         db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         db.execute("PRAGMA foreign_keys = ON")
         version = schema_version(db)
+        _refuse_newer(path, version)
+        if db.journal_mode != "wal":
+            db.enable_wal()
+        if version < SCHEMA_VERSION:
+            _migrate(db, path)
     except sqlite3.DatabaseError as exc:
-        raise UserError(f"{path}: not a workbench database ({exc})") from exc
-    _refuse_newer(path, version)
-    if db.journal_mode != "wal":
-        db.enable_wal()
-    if version < SCHEMA_VERSION:
-        _migrate(db, path)
+        raise cannot_write(exc, path) or UserError(f"{path}: not a workbench database ({exc})") from exc
     return db
 
 
