@@ -13,7 +13,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +35,7 @@ from trainer.data import (
     split_entries,
 )
 from trainer.errors import UserError
+from trainer.files import write_atomically
 from trainer.model import GPT, KVCache
 from trainer.tokenizer import END_OF_TEXT_ID, get_tokenizer
 from trainer.train import pick_device
@@ -475,8 +475,12 @@ class ResponseFile:
         done = len(self.entries) - len(self.missing())
         record = {**self.record, "complete": complete, "responses_done": done, "entries": len(self.entries), **extra}
         meta = {**record, "responses": {**self.meta.get("responses", {}), self.key: record}}
-        _write_atomically(self.path, self.entries)
-        _write_atomically(self.meta_path, meta)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"{self.path}: cannot write (its folder: {exc.strerror or exc})") from exc
+        for path, data in ((self.path, self.entries), (self.meta_path, meta)):
+            write_atomically(path, json.dumps(data, indent=4, ensure_ascii=False) + "\n")
 
 
 def _read_json(path: Path):
@@ -487,20 +491,6 @@ def _read_json(path: Path):
         raise UserError(f"{path}: invalid JSON at {where}: {exc.msg}") from exc
     except OSError as exc:
         raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
-
-
-def _write_atomically(path: Path, data) -> None:
-    """Replace ``path`` in one step, so an interrupted write leaves the previous version intact."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(
-            "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False, encoding="utf-8"
-        ) as handle:
-            json.dump(data, handle, indent=4, ensure_ascii=False)
-            handle.write("\n")
-        os.replace(handle.name, path)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 def _select_split(

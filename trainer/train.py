@@ -39,6 +39,7 @@ from trainer.data import (
     split_entries,
 )
 from trainer.errors import UserError
+from trainer.files import write_atomically
 from trainer.model import CONFIGS, GPT
 from trainer.tokenizer import get_tokenizer
 
@@ -232,9 +233,7 @@ def _rewind_metrics(run_dir: Path, step: int) -> list[dict]:
     if step >= 0 and (not rows or rows[-1]["step"] != step):
         cut = "cut short, " if unfinished.strip() else ""
         raise UserError(f"{path}: {cut}no row for step {step}, where last/ was saved; {advice}")
-    rewound = path.with_name(path.name + ".tmp")  # replaced in one step: a kill now cannot cut the kept rows
-    rewound.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-    os.replace(rewound, path)
+    write_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))  # a kill now cannot cut kept rows
     return rows
 
 

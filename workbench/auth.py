@@ -18,10 +18,8 @@ import hashlib
 import hmac
 import json
 import math
-import os
 import secrets
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
@@ -31,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from trainer.errors import UserError
+from trainer.files import write_atomically
 
 ADMIN = "admin"
 REVIEWER = "reviewer"
@@ -392,24 +391,6 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Replace ``path`` in one step (a crash leaves the old file or the new one), readable by its owner only."""
-    try:
-        handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write there ({exc})") from None
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            os.fchmod(stream.fileno(), 0o600)
-            stream.write(text)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _render(lines: Iterable[_Line]) -> str:
     return "".join(line.text + "\n" for line in lines)
 
@@ -431,7 +412,7 @@ def add_user(path: str | Path, name: str, password: str, role: str | None = None
         lines.append(_Line(0, entry, name))
     else:
         lines[index] = _Line(lines[index].number, entry, name)
-    _write_private(path, _render(lines))
+    write_atomically(path, _render(lines), private=True)
     return index is None, role
 
 
@@ -442,7 +423,7 @@ def remove_user(path: str | Path, name: str) -> None:
     kept = [line for line in lines if line.name != name]
     if len(kept) == len(lines):
         raise UserError(f"{path}: no login named {name!r}")
-    _write_private(path, _render(kept))
+    write_atomically(path, _render(kept), private=True)
 
 
 def list_users(path: str | Path) -> list[tuple[str, str, bool]]:

@@ -12,8 +12,6 @@ import csv
 import io
 import json
 import math
-import os
-import secrets
 from collections import Counter, defaultdict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from tqdm import tqdm
 
 from trainer.entries import DEFAULT_RESPONSE_KEY, read_json, type_name, validate_entry
 from trainer.errors import UserError
+from trainer.files import write_atomically
 from workbench import store
 
 ENTRY_KEYS = ("instruction", "input", "output")
@@ -670,7 +669,7 @@ def export(
         writer = csv.DictWriter(text, fieldnames=store.CSV_COLUMNS)
         writer.writeheader()
         writer.writerows({key: csv_cell(value) for key, value in row.items()} for row in rows)
-        write_text_file(out, text.getvalue())
+        write_atomically(out, text.getvalue())
         return len(rows)
     if fmt == "json":
         entries = export_json(db, dataset)
@@ -680,33 +679,8 @@ def export(
         entries = export_campaign(db, campaign)
     else:
         raise UserError(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
-    write_text_file(out, json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
+    write_atomically(out, json.dumps(entries, indent=2, ensure_ascii=False) + "\n")
     return len(entries)
-
-
-def write_text_file(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file beside it and a rename, so a failed write (a full
-    disk, a read-only folder) leaves no half-written file and keeps an earlier one. A device or pipe such as
-    ``/dev/stdout`` is written in place. Any failure is a UserError naming ``path``."""
-    temporary = None
-    try:
-        if path.exists() and not path.is_file():
-            with path.open("w", encoding="utf-8", newline="") as handle:
-                handle.write(text)
-            return
-        temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        # os.open with 0o666 gives the file the permissions the user's umask allows, as a plain open would
-        with os.fdopen(
-            os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "w", encoding="utf-8", newline=""
-        ) as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    except OSError as exc:
-        if temporary is not None:
-            temporary.unlink(missing_ok=True)
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from exc
 
 
 # --- CLI -------------------------------------------------------------------------------------------------
