@@ -34,6 +34,7 @@ from trainer.data import (
     load_entries,
     split_entries,
 )
+from trainer.entries import DEFAULT_RESPONSE_KEY
 from trainer.errors import UserError
 from trainer.files import write_atomically
 from trainer.model import GPT, KVCache
@@ -304,7 +305,7 @@ def generate_file(
     style: str | None = None,
     data: str | os.PathLike | None = None,
     split: str = "test",
-    response_key: str = "model_response",
+    response_key: str = DEFAULT_RESPONSE_KEY,
     batch_size: int = 8,
     max_new_tokens: int = 256,
     temperature: float = 0.0,
@@ -550,7 +551,7 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--data", help="instruction file (default: the run's data)")
     parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--out", required=True, help="output JSON (FILE.meta.json is written beside it)")
-    parser.add_argument("--response-key", default="model_response")
+    parser.add_argument("--response-key", default=DEFAULT_RESPONSE_KEY)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--max-new-tokens", type=int, default=256)
     parser.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
