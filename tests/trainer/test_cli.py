@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 
 import pytest
 
@@ -27,3 +29,10 @@ def test_help_shows_no_rest_markup(build):
     shown = {parser.prog: parser.format_help() for parser in parsers}
     assert {prog: text for prog, text in shown.items() if "``" in text} == {}
     assert all(text.startswith("usage: ") for text in shown.values())
+
+
+@pytest.mark.parametrize("package", ["trainer", "workbench"])
+def test_python_dash_m_runs_each_cli(package):
+    """``python -m trainer`` and ``python -m workbench`` work where the console scripts are not on PATH."""
+    result = subprocess.run([sys.executable, "-m", package, "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and result.stdout.startswith("usage: ")
