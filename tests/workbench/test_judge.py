@@ -200,17 +200,24 @@ def test_transport_errors_retry_with_backoff_and_never_crash_the_batch(db_path, 
     assert summary["run"]["failed"] == 1
 
 
-def test_every_request_failing_is_one_error_line_and_exit_2(db_path, fake, capsys):
-    make_db(db_path, {"m": ["one", "two", "three"]})
-    for text in ("one", "two", "three"):
-        fake.script(text, Status(500), Status(500))
+def _judge_once(db_path, fake, capsys):
+    """Run ``workbench judge`` with no retries: its exit code, what it printed, and the judged items in order."""
     code = workbench_main(
         ["judge", "--db", str(db_path), "--judge-model", "judge", "--host", fake.url, "--retries", "0"]
     )
     captured = capsys.readouterr()
     db = store.open_db(db_path)
-    first_item = store.response_rows(db)[0]["item_id"]
+    items = [row["item_id"] for row in store.response_rows(db)]
     db.close()
+    return code, captured, items
+
+
+def test_every_request_failing_is_one_error_line_and_exit_2(db_path, fake, capsys):
+    make_db(db_path, {"m": ["one", "two", "three"]})
+    for text in ("one", "two", "three"):
+        fake.script(text, Status(500), Status(500))
+    code, captured, items = _judge_once(db_path, fake, capsys)
+    first_item = items[0]
     assert code == 2 and captured.out == ""
     assert captured.err.splitlines() == [
         f"error: all 3 of 3 judgements failed; first: item {first_item} (m, repeat 0): ResponseError: "
@@ -224,13 +231,8 @@ def test_every_request_failing_is_one_error_line_and_exit_2(db_path, fake, capsy
 def test_partial_failure_prints_the_summary_says_n_of_m_and_exits_1(db_path, fake, capsys):
     make_db(db_path, {"m": ["one", "two", "three"]})
     fake.script("two", Status(500))
-    code = workbench_main(
-        ["judge", "--db", str(db_path), "--judge-model", "judge", "--host", fake.url, "--retries", "0"]
-    )
-    captured = capsys.readouterr()
-    db = store.open_db(db_path)
-    second_item = store.response_rows(db)[1]["item_id"]
-    db.close()
+    code, captured, items = _judge_once(db_path, fake, capsys)
+    second_item = items[1]
     assert code == 1
     assert "this run: 2 judged, 1 of 3 failed, 3 requests in " in captured.out
     assert captured.err.splitlines() == [
