@@ -15,12 +15,14 @@ from pathlib import Path
 
 from trainer.errors import UserError
 from workbench.judge import DEFAULT_HOST
+from workbench.serve import DEFAULT_PORT, check_address, port_number, serve
 
 REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 SAMPLE_DATA = REPO_DATASETS / "instruction-sample.json"
 SAMPLE_MC = REPO_DATASETS / "mc-sample"
 PRETRAINED = "gpt2"
 DEFAULT_JUDGE = "llama3.1:8b"
+APP_HOST = "127.0.0.1"  # the demo's app is for the person at this machine
 RANDOM_NOTICE = (
     "Demo without OpenAI's GPT-2 weights (no cached copy and huggingface.co unreachable): both models start "
     "from a small random GPT, so their answers are gibberish. Run the demo online, or pass --weights DIR "
@@ -178,14 +180,14 @@ def run_demo(
 
 
 def _cli(args: argparse.Namespace) -> None:
+    if not args.no_serve:
+        check_address(APP_HOST, args.port)  # a busy port is better told now than after minutes of pipeline
     run_demo(args.db, weights=args.weights, judge_model=args.judge_model, judge_host=args.host, device=args.device)
     if args.no_serve:
         print(f"\ndone; `workbench serve --db {args.db}` opens the review app")
         return
-    from workbench.serve import serve
-
     _step("review app")
-    serve(args.db, port=args.port)  # the notice, if any, is in the database
+    serve(args.db, host=APP_HOST, port=args.port)  # the notice, if any, is in the database
 
 
 def add_cli(subparsers) -> None:
@@ -203,6 +205,6 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--judge-model", default=DEFAULT_JUDGE, help="Ollama judge model (default: %(default)s)")
     parser.add_argument("--host", help=f"Ollama server (default: $OLLAMA_HOST or {DEFAULT_HOST})")
     parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")
-    parser.add_argument("--port", type=int, default=7860, help="review app port (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="review app port (default: %(default)s)")
     parser.add_argument("--no-serve", action="store_true", help="stop after the pipeline, without the app")
     parser.set_defaults(func=_cli)
