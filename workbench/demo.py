@@ -196,14 +196,13 @@ def run_demo(
         accuracies.append(f"{outcome['model']} {overall['value']:.3f}")
 
     _step("summary")
-    questions = f"the bundled {overall['n']} questions ({SAMPLE_MC.parent.name}/{SAMPLE_MC.name})"
     print(
         f"database   {db_path} (run folder and responses in {work.name}/)\n"
         f"imported   data set {data.dataset!r}, {data.items} entries ({answers.items} in the test split)\n"
         f"           run {run_dir.name}: {training}\n"
         f"           {answers.responses} responses to the test split: {', '.join(answers.models)}\n"
         f"judged     {judging}\n"
-        f"benchmark  {questions}, 0-shot accuracy: {', '.join(accuracies)} (chance 0.25)"
+        f"benchmark  0-shot accuracy on the {overall['n']} bundled questions (chance 0.25): {', '.join(accuracies)}"
     )
     return base.notice
 

@@ -82,7 +82,7 @@ def test_demo_ends_with_a_summary_a_person_can_read(demo_run):
     assert "best validation loss " in lines[2]
     assert lines[3] == f"           {2 * TEST_ITEMS} responses to the test split: {FINE_TUNED}, {BASE}"
     assert lines[4].startswith(f"judged     {2 * TEST_ITEMS} responses by {DEFAULT_MODEL}: mean score {FINE_TUNED} ")
-    assert lines[5].startswith("benchmark  the bundled 32 questions (datasets/mc-sample), 0-shot accuracy: ")
+    assert lines[5].startswith("benchmark  0-shot accuracy on the 32 bundled questions (chance 0.25): ")
     assert f"{FINE_TUNED} 0." in lines[5] and f"{BASE} 0." in lines[5]
     assert lines[6] == f"app        `workbench serve --db {db_path}` opens it on http://127.0.0.1:7860"
     assert lines[7:] == []
