@@ -160,7 +160,8 @@ def run_demo(
     _step(f"importing into {db_path}")
     db = store.open_db(db_path)
     try:
-        data, _, answers = imports = [import_path(db, path) for path in (SAMPLE_DATA, run_dir, responses)]
+        imports = [import_path(db, path) for path in (SAMPLE_DATA, run_dir, responses)]
+        data, _, answers = imports
         for outcome in imports:
             print(outcome.describe())
         store.set_app_notice(db, base.notice)  # `workbench serve` on this file shows it too
