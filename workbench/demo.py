@@ -15,12 +15,14 @@ from pathlib import Path
 
 from trainer.errors import UserError
 from workbench.judge import DEFAULT_HOST
+from workbench.serve import DEFAULT_PORT, check_address, port_number, serve
 
 REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
 SAMPLE_DATA = REPO_DATASETS / "instruction-sample.json"
 SAMPLE_MC = REPO_DATASETS / "mc-sample"
 PRETRAINED = "gpt2"
 DEFAULT_JUDGE = "llama3.1:8b"
+APP_HOST = "127.0.0.1"  # the demo's app is for the person at this machine
 RANDOM_NOTICE = (
     "Demo without OpenAI's GPT-2 weights (no cached copy and huggingface.co unreachable): both models start "
     "from a small random GPT, so their answers are gibberish. Run the demo online, or pass --weights DIR "
@@ -124,7 +126,7 @@ def run_demo(
 
     run_dir = work / f"{base.label}-sft"
     _step(f"fine-tuning {base.label} on {SAMPLE_DATA.name} into {run_dir}")
-    summary = finetune(
+    trained = finetune(
         data=SAMPLE_DATA,
         out=run_dir,
         model=base.model,
@@ -136,7 +138,11 @@ def run_demo(
         name=run_dir.name,
         device=device,
     )
-    print({key: summary[key] for key in ("best_val_loss", "steps") if key in summary})
+    training = (
+        f"fine-tuned from {base.label} for {trained['steps']} steps ({trained['epochs']:.3g} epochs), "
+        f"best validation loss {trained['best_val_loss']:.3f}"
+    )
+    print(training)
 
     responses = work / "test-responses.json"
     _step(f"generating test-set responses into {responses}")
@@ -154,38 +160,65 @@ def run_demo(
     _step(f"importing into {db_path}")
     db = store.open_db(db_path)
     try:
-        for path in (SAMPLE_DATA, run_dir, responses):
-            print(import_path(db, path).describe())
+        imports = [import_path(db, path) for path in (SAMPLE_DATA, run_dir, responses)]
+        data, _, answers = imports
+        for outcome in imports:
+            print(outcome.describe())
         store.set_app_notice(db, base.notice)  # `workbench serve` on this file shows it too
     finally:
         db.close()
 
     _step(f"judging with Ollama ({judge_model})")
     try:
-        print(format_summary(run_judge(db_path, judge_model, host=judge_host, concurrency=4, timeout=120)))
+        judged = run_judge(db_path, judge_model, host=judge_host, concurrency=4, timeout=120)
     except UserError as exc:
         print(
             f"skipped: {exc}\n(start `ollama serve`, `ollama pull {judge_model}`, then `workbench judge "
             f"--db {db_path} --judge-model {judge_model}`)"
         )
+        judging = f"skipped (see above); later: `workbench judge --db {db_path} --judge-model {judge_model}`"
+    else:
+        print(format_summary(judged))
+        scores = judged["models"]
+        means = ", ".join(
+            f"{model} {'-' if stats['mean_score'] is None else format(stats['mean_score'], '.1f')}"
+            for model, stats in scores.items()
+        )
+        scored = sum(stats["scored"] for stats in scores.values())
+        judging = f"{scored} responses by {judged['judge_model']}: mean score {means} (0-100)"
 
     _step(f"multiple-choice benchmark on {SAMPLE_MC}")
+    accuracies = []
     for source in ({"run": str(run_dir)}, {"hf_model": base.weights}):
         outcome = run_benchmark(db_path, mmlu_dir=SAMPLE_MC, batch_size=16, **source)
         print(f"{outcome['model']}{' (from the store)' if outcome['cached'] else ''}")
         print(format_results(outcome["results"]))
+        overall = next(row for row in outcome["results"] if row["metric"] == "acc_macro")
+        accuracies.append(f"{outcome['model']} {overall['value']:.3f}")
+
+    _step("summary")
+    print(
+        f"database   {db_path} (run folder and responses in {work.name}/)\n"
+        f"imported   data set {data.dataset!r}, {data.items} entries ({answers.items} in the test split)\n"
+        f"           run {run_dir.name}: {training}\n"
+        f"           {answers.responses} responses to the test split: {', '.join(answers.models)}\n"
+        f"judged     {judging}\n"
+        f"benchmark  0-shot accuracy on the {overall['n']} bundled questions (chance 0.25): {', '.join(accuracies)}"
+    )
     return base.notice
 
 
 def _cli(args: argparse.Namespace) -> None:
+    if not args.no_serve:
+        check_address(APP_HOST, args.port)  # a busy port is better told now than after minutes of pipeline
     run_demo(args.db, weights=args.weights, judge_model=args.judge_model, judge_host=args.host, device=args.device)
+    url = f"http://{APP_HOST}:{args.port}"
     if args.no_serve:
-        print(f"\ndone; `workbench serve --db {args.db}` opens the review app")
+        print(f"app        `workbench serve --db {args.db}` opens it on {url}")
         return
-    from workbench.serve import serve
-
+    print(f"app        opening on {url} now; later `workbench serve --db {args.db}` opens it again")
     _step("review app")
-    serve(args.db, port=args.port)  # the notice, if any, is in the database
+    serve(args.db, host=APP_HOST, port=args.port)  # the notice, if any, is in the database
 
 
 def add_cli(subparsers) -> None:
@@ -203,6 +236,6 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--judge-model", default=DEFAULT_JUDGE, help="Ollama judge model (default: %(default)s)")
     parser.add_argument("--host", help=f"Ollama server (default: $OLLAMA_HOST or {DEFAULT_HOST})")
     parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")
-    parser.add_argument("--port", type=int, default=7860, help="review app port (default: %(default)s)")
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="review app port (default: %(default)s)")
     parser.add_argument("--no-serve", action="store_true", help="stop after the pipeline, without the app")
     parser.set_defaults(func=_cli)

@@ -6,19 +6,58 @@ Kept apart from ``workbench.app`` so that the command line starts without import
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 from pathlib import Path
 
 from trainer.cli import positive_int
+from trainer.errors import UserError
 from workbench.auth import Logins, load_logins
 
 DEFAULT_MAX_UPLOAD_MB = 50
+DEFAULT_PORT = 7860
+# Gradio first tries the port on this address, whatever address it then serves on.
+GRADIO_PROBE_HOST = "127.0.0.1"
+
+
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535 (argparse turns the error into a usage line, exit 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 1 to 65535, got {text!r}")
+    return value
+
+
+def check_address(host: str, port: int) -> None:
+    """Refuse, in one line, an address the app could not listen on (a busy port, another machine's address),
+    before anything is built or written: Gradio would only fail after opening the store, with a traceback."""
+    bare_host = host.strip("[]")  # "[::1]" as in a URL
+    for address in dict.fromkeys((bare_host, GRADIO_PROBE_HOST)):
+        try:
+            family, kind, proto, _, sockaddr = socket.getaddrinfo(
+                address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )[0]
+        except socket.gaierror as exc:
+            message = f"cannot serve on {host}: {exc.strerror}; give an address of this machine with --host"
+            raise UserError(message) from None
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will: TIME_WAIT is no bar
+            try:
+                probe.bind(sockaddr)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise UserError(f"port {port} on {address} is in use; pick another with --port") from None
+                raise UserError(f"cannot serve on {host} port {port}: {exc.strerror}") from None
 
 
 def serve(
     db_path: str | Path,
     *,
     host: str = "127.0.0.1",
-    port: int = 7860,
+    port: int = DEFAULT_PORT,
     logins: Logins | None = None,
     notice: str | None = None,
     max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
@@ -27,6 +66,7 @@ def serve(
     """Build the app and serve it until interrupted (Ctrl+C). ``logins`` (from ``load_logins``) gives sign-in
     and roles; None means no sign-in, which is only safe on this machine. ``blind_datasets`` hide the model
     names in the Review tab for those data sets until each reviewer has graded an item."""
+    check_address(host, port)
     from workbench.app import build_app, launch  # Gradio takes seconds to import: only when serving
 
     blocks = build_app(db_path, notice=notice, logins=logins, blind_datasets=tuple(blind_datasets))
@@ -69,8 +109,12 @@ def add_cli(subparsers) -> None:
         "queues, calibration, leaderboard, agreement, benchmarks, training curves and imports/exports.",
     )
     parser.add_argument("--db", required=True, type=Path, help="workbench SQLite file")
-    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1: this machine; 0.0.0.0 every IPv4 address, :: every IPv6 one)",
+    )
+    parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="default %(default)s")
     parser.add_argument(
         "--blind-review",
         action="append",

@@ -363,7 +363,8 @@ def launch(
 
         login_options = launch_options(logins)
     return blocks.launch(
-        server_name=host,
+        # Gradio builds its own address from the name: an IPv6 one needs the brackets of a URL ("[::]:7860")
+        server_name=f"[{host}]" if ":" in host and not host.startswith("[") else host,
         server_port=port,
         share=False,
         # Gradio's run history would copy every event's inputs and outputs (responses, comments, grades) into the
