@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from trainer.errors import UserError
@@ -41,13 +42,19 @@ def positive_int(text: str) -> int:
 
 
 def run_command(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> int:
-    """Parse ``argv`` and call the chosen subcommand; a UserError is one line on stderr and exit code 2."""
+    """Parse ``argv`` and call the chosen subcommand; a UserError is one line on stderr and exit code 2, a closed
+    stdout (``| head``) a quiet exit 1."""
     args = parser.parse_args(argv)
     try:
         return args.func(args) or 0
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (``| head``): stop quietly, and point stdout at /dev/null so the interpreter's
+        # final flush cannot fail again (Python's documented recipe, exit 1).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

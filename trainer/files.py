@@ -30,6 +30,8 @@ def write_atomically(path: Path, text: str, *, private: bool = False) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(temporary, path)
+    except BrokenPipeError:  # the reader of /dev/stdout went away (| head): not a failure to report here
+        raise
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from exc
     finally:

@@ -9,7 +9,6 @@ multiple-choice benchmark, and serve the app. Every step resumes, so running it 
 from __future__ import annotations
 
 import argparse
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,26 +42,16 @@ class Base:
     epochs: int = 2
 
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    try:
-        with socket.create_connection(("huggingface.co", 443), timeout=timeout):
-            return True
-    except OSError:
-        return False
-
-
 def _pretrained_available() -> bool:
     """OpenAI's GPT-2 is in the Hugging Face cache, or can be downloaded (checked without hub retries)."""
-    import os
+    from huggingface_hub import constants, try_to_load_from_cache
 
-    from huggingface_hub import try_to_load_from_cache
-
-    from trainer.weights import HUB_REPOS, WEIGHTS_FILE
+    from trainer.weights import HUB_REPOS, WEIGHTS_FILE, hub_reachable
 
     cached = try_to_load_from_cache(HUB_REPOS[PRETRAINED], WEIGHTS_FILE)
     if isinstance(cached, str):
         return True
-    return os.environ.get("HF_HUB_OFFLINE", "0") in ("0", "", "false") and _hub_reachable()
+    return not constants.HF_HUB_OFFLINE and hub_reachable()
 
 
 def _config_name(folder: Path) -> str:

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from trainer.cli import build_parser as trainer_parser
 from workbench.cli import build_parser as workbench_parser
+from workbench.cli import main as workbench_main
 
 
 def every_parser(parser: argparse.ArgumentParser):
@@ -36,3 +39,25 @@ def test_python_dash_m_runs_each_cli(package):
     """``python -m trainer`` and ``python -m workbench`` work where the console scripts are not on PATH."""
     result = subprocess.run([sys.executable, "-m", package, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("usage: ")
+
+
+def test_a_reader_that_went_away_is_no_error_line(tmp_path):
+    """``workbench export --out /dev/stdout | head`` closes the pipe early: the command stops quietly with exit
+    1 (as Python advises), not with an error line about a broken pipe."""
+    db = tmp_path / "wb.db"
+    sample = Path(__file__).parents[2] / "datasets" / "instruction-sample.json"
+    assert workbench_main(["import", "--db", str(db), str(sample)]) == 0
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE, as after head has read its lines
+    command = ["export", "--db", str(db), "--format", "json", "--dataset", "instruction-sample", "--out", "/dev/stdout"]
+    try:
+        result = subprocess.run(
+            [sys.executable, "-m", "workbench", *command],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")
