@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -293,12 +294,18 @@ class WorkbenchLM(TemplateLM):
         return results
 
 
-def main() -> None:
-    """lm-eval's own command line (it reads ``sys.argv``) with the ``workbench`` model registered."""
+def main() -> int:
+    """lm-eval's own command line (it reads ``sys.argv``) with the ``workbench`` model registered; a mistake in
+    our model's arguments is one error line and exit 2, as in our own commands."""
     from lm_eval.__main__ import cli_evaluate
 
-    cli_evaluate()
+    try:
+        cli_evaluate()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -227,3 +227,20 @@ def test_lm_eval_command_line_runs_the_workbench_model(tiny_hf_dir, hf_home, tmp
     assert "|nutrition|" in done.stdout and "|acc   |" in done.stdout
     (result_file,) = output.rglob("results_*.json")
     assert json.loads(result_file.read_text())["n-samples"]["wb_mmlu_nutrition"]["effective"] == 3
+
+
+def test_lm_eval_command_line_on_a_folder_that_is_no_run_is_one_error_line(tmp_path):
+    """A mistake in ``--model_args`` (our UserError) ends lm-eval's command line with our error line, exit 2."""
+    command = [sys.executable, "-m", "workbench.lm_backend", "--model", "workbench", "--model_args"]
+    command += [f"run={tmp_path / 'nosuch'}", "--tasks", "wb_mmlu_nutrition"]
+    command += [
+        "--include_path",
+        str(REPO / "datasets" / "tasks"),
+        "--metadata",
+        json.dumps({"mmlu_dir": str(MC_SAMPLE)}),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines()[-1] == f"error: {tmp_path / 'nosuch' / 'config.json'} not found: " + (
+        f"{tmp_path / 'nosuch'} is not a run folder (made by `python -m trainer finetune`)"
+    )
