@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import shutil
+import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -333,6 +334,16 @@ def _silent_tqdm(*args, **kwargs):
     return tqdm(*args, **{**kwargs, "disable": True})
 
 
+def _git_hash_quietly() -> str | None:
+    """lm-eval's note of the working folder's git commit, without git's "fatal: not a git repository" on the
+    console when the folder is not a checkout."""
+    try:
+        found = subprocess.run(["git", "describe", "--always"], capture_output=True, text=True, check=True)
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        return None
+    return found.stdout.strip()
+
+
 @contextlib.contextmanager
 def lm_eval_output_to(log_file: Path) -> Iterator[None]:
     """Send lm-eval's chatter to ``log_file`` (appended) instead of the console, for the ``with`` block.
@@ -340,11 +351,13 @@ def lm_eval_output_to(log_file: Path) -> Iterator[None]:
     lm-eval logs three warning lines per task (171 for MMLU's 57 subjects) and draws a progress bar per task
     while it builds requests, and one while it tokenizes. Here its ``lm_eval`` loggers and Python warnings
     write to the file, and the bars of ``lm_eval.api.task`` and ``lm_eval.api.model`` (their module-level
-    ``tqdm`` names: lm-eval has no switch for them) are off. What stays on the console is the model's own
-    bar (requests scored, with the rate) and our results.
+    ``tqdm`` names: lm-eval has no switch for them) are off, and its git call keeps git's complaint outside
+    a checkout to itself. What stays on the console is the model's own bar (requests scored, with the rate)
+    and our results.
     """
     import lm_eval.api.model
     import lm_eval.api.task
+    import lm_eval.evaluator
 
     handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)  # no file until there is a message
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
@@ -352,6 +365,8 @@ def lm_eval_output_to(log_file: Path) -> Iterator[None]:
     saved_logger = (lm_eval_logger.handlers[:], lm_eval_logger.propagate, lm_eval_logger.level)
     bar_modules = (lm_eval.api.task, lm_eval.api.model)
     saved_bars = [module.tqdm for module in bar_modules]
+    saved_git_hash = lm_eval.evaluator.get_git_commit_hash
+    lm_eval.evaluator.get_git_commit_hash = _git_hash_quietly
     lm_eval_logger.handlers, lm_eval_logger.propagate = [handler], False
     lm_eval_logger.setLevel(logging.INFO)
     for module in bar_modules:
@@ -368,6 +383,7 @@ def lm_eval_output_to(log_file: Path) -> Iterator[None]:
     finally:
         for module, bar in zip(bar_modules, saved_bars, strict=True):
             module.tqdm = bar
+        lm_eval.evaluator.get_git_commit_hash = saved_git_hash
         lm_eval_logger.handlers, lm_eval_logger.propagate = saved_logger[:2]
         lm_eval_logger.setLevel(saved_logger[2])
         handler.close()

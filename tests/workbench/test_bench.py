@@ -78,7 +78,10 @@ def test_bench_stores_results_and_answers_and_serves_a_rerun(tiny_run, db_path, 
     assert store.benchmark_samples(store.open_db(db_path), rerun["id"]) == samples
 
 
-def test_console_shows_one_bar_and_the_results_while_lm_eval_talks_to_the_log_file(tiny_run, db_path, capfd):
+def test_console_shows_one_bar_and_the_results_while_lm_eval_talks_to_the_log_file(
+    tiny_run, db_path, capfd, monkeypatch, tmp_path
+):
+    monkeypatch.chdir(tmp_path)  # outside a git checkout, where lm-eval's git call would print "fatal: ..."
     command = ["bench", "--db", str(db_path), "--run", str(tiny_run), "--mmlu-dir", str(MC_SAMPLE)]
     assert main(command) == 0
     out, err = capfd.readouterr()
