@@ -19,8 +19,8 @@ from trainer.errors import UserError
 # The key ``generate`` writes responses under unless the user picks one.
 DEFAULT_RESPONSE_KEY = "model_response"
 
-# ``\ud800``-``\udfff`` escapes: only these can make json.loads return a string that is not valid Unicode.
 TOO_DEEP = "JSON nested too deeply to read"
+# ``\ud800``-``\udfff`` escapes: only these can make json.loads return a string that is not valid Unicode.
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
 
 

@@ -375,7 +375,9 @@ def cannot_write(exc: sqlite3.Error, path: str | Path) -> UserError | None:
     """The user's error for a write SQLite refused because of the file system (a read-only file or folder, a
     full disk), or None for any other failure, which stays a bug with its traceback."""
     if isinstance(exc, sqlite3.OperationalError) and (exc.sqlite_errorname or "").startswith(_CANNOT_WRITE):
-        return UserError(f"{path}: cannot write ({exc}); check the permissions of the file and its folder")
+        return UserError(
+            f"{path}: cannot write ({exc}); check the permissions of the file and its folder, and the free space"
+        )
     return None
 
 
