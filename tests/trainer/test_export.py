@@ -18,9 +18,9 @@ from tests.conftest import require
 from tests.trainer.cli_errors import one_line_error
 from trainer.checkpoint import load_run_model
 from trainer.data import encode, format_prompt, load_entries
-from trainer.export import export_run, gguf_tensor_name
+from trainer.export import chat_template, export_run, gguf_tensor_name, modelfile_text
 from trainer.generate import generate_tokens
-from trainer.tokenizer import END_OF_TEXT_ID, byte_level_alphabet, vocab_and_merges
+from trainer.tokenizer import END_OF_TEXT_ID, byte_level_alphabet, get_tokenizer, vocab_and_merges
 
 HELLO_IDS = [15496, 11, 995, 0]  # "Hello, world!" in GPT-2's tokenizer
 
@@ -145,6 +145,21 @@ def test_modelfile_wraps_the_runs_prompt_style(tiny_gguf):
     assert template.endswith("### Instruction:\n{{ .Prompt }}\n\n### Response:")
 
 
+@pytest.mark.parametrize("style", ["alpaca", "phi3"])
+def test_chat_template_and_modelfile_give_the_training_prompt(style):
+    """A chat message rendered by the GGUF's template (as llama.cpp's server does) or by Ollama's TEMPLATE is
+    the prompt ``generate`` would build for the same instruction, in either prompt style."""
+    import jinja2
+
+    instruction = "Name a {colour} with {{braces}}."
+    rendered = jinja2.Template(chat_template(style)).render(messages=[{"role": "user", "content": instruction}])
+    assert rendered == format_prompt({"instruction": instruction}, style)
+    modelfile = modelfile_text("m.gguf", style, 1024)
+    template = modelfile.split('TEMPLATE """')[1].split('"""')[0]
+    assert template.replace("{{ .Prompt }}", instruction) == format_prompt({"instruction": instruction}, style)
+    assert modelfile.startswith("FROM ./m.gguf\n") and modelfile.endswith("PARAMETER num_ctx 1024\n")
+
+
 # --- llama.cpp ---------------------------------------------------------------------------------------------
 
 
@@ -195,10 +210,11 @@ def test_llama_cpp_greedy_tokens_equal_ours_on_the_test_split(tiny_run, tiny_ggu
 # --- Hugging Face folder -----------------------------------------------------------------------------------
 
 
-def test_hf_folder_loads_in_transformers_with_our_logits(tiny_run, run_model, tmp_path):
+@pytest.mark.parametrize(("dtype", "atol"), [("f32", 1e-4), ("f16", 2e-2)])
+def test_hf_folder_loads_in_transformers_with_our_logits(dtype, atol, tiny_run, run_model, tmp_path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = export_run(tiny_run, tmp_path / "hf", fmt="hf")
+    folder = export_run(tiny_run, tmp_path / "hf", fmt="hf", dtype=dtype)
     assert {p.name for p in folder.iterdir()} >= {
         "config.json",
         "model.safetensors",
@@ -207,10 +223,14 @@ def test_hf_folder_loads_in_transformers_with_our_logits(tiny_run, run_model, tm
         "tokenizer_config.json",
     }
     hf_tokenizer = AutoTokenizer.from_pretrained(folder)
-    hf_model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    hf_model = AutoModelForCausalLM.from_pretrained(folder).float().eval()
     ids = hf_tokenizer("Below is an instruction that describes a task.", return_tensors="pt").input_ids
+    assert ids[0].tolist() == encode(get_tokenizer(), "Below is an instruction that describes a task.")
+    assert (
+        json.loads((folder / "config.json").read_text())["torch_dtype"] == {"f32": "float32", "f16": "float16"}[dtype]
+    )
     with torch.no_grad():
-        torch.testing.assert_close(hf_model(ids).logits, run_model(ids), atol=1e-4, rtol=0)
+        torch.testing.assert_close(hf_model(ids).logits, run_model(ids), atol=atol, rtol=0)
     assert hf_model.generation_config.eos_token_id == END_OF_TEXT_ID and not hf_model.generation_config.do_sample
 
 
