@@ -149,14 +149,16 @@ def _add_tensor(writer, name: str, array: np.ndarray, dtype: str) -> None:
 
 
 def modelfile_text(gguf_name: str, style: str, context_length: int) -> str:
-    """An Ollama ``Modelfile`` for the GGUF beside it: the run's prompt around the user's message, greedy,
-    stopping at end-of-text, with the model's context window (Ollama's default is longer than GPT-2's)."""
+    """An Ollama ``Modelfile`` for the GGUF beside it: the run's prompt around the user's message, greedy and
+    unpenalised as ``generate`` decodes (Ollama's default repeat penalty would change the answers), stopping at
+    end-of-text, with the model's context window (Ollama's default is longer than GPT-2's)."""
     template = format_prompt({"instruction": "{{ .Prompt }}"}, style)
     return (
         f"FROM ./{gguf_name}\n"
         f'TEMPLATE """{template}"""\n'
         f'PARAMETER stop "{END_OF_TEXT}"\n'
         "PARAMETER temperature 0\n"
+        "PARAMETER repeat_penalty 1\n"
         f"PARAMETER num_ctx {context_length}\n"
     )
 

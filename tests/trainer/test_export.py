@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import shutil
 import subprocess
 import sys
 import time
@@ -139,6 +141,7 @@ def test_modelfile_wraps_the_runs_prompt_style(tiny_gguf):
         f'TEMPLATE """{template}"""\n'
         'PARAMETER stop "<|endoftext|>"\n'
         "PARAMETER temperature 0\n"
+        "PARAMETER repeat_penalty 1\n"
         "PARAMETER num_ctx 256\n"
     )
     assert tiny_gguf.name == "tiny-run-f32.gguf"
@@ -205,6 +208,41 @@ def test_llama_cpp_greedy_tokens_equal_ours_on_the_test_split(tiny_run, tiny_ggu
     mismatches = [i for i, (a, b) in enumerate(zip(ours, theirs, strict=True)) if a != b]
     print(f"parity: {len(prompts) - len(mismatches)}/{len(prompts)} prompts identical, mismatches {mismatches}")
     assert len(prompts) >= 5 and len(mismatches) <= 0.05 * len(prompts), (mismatches, ours, theirs)
+
+
+@pytest.mark.ollama
+def test_real_ollama_creates_and_answers_like_generate(tiny_gguf, run_model, tokenizer):
+    """Opt-in: the ``ollama`` program and a server at OLLAMA_HOST (or localhost:11434). ``ollama create`` from
+    the exported Modelfile, then the same greedy answer as ``generate`` to the same instruction."""
+    import ollama
+
+    host = os.environ.get("OLLAMA_HOST") or "http://localhost:11434"
+    if shutil.which("ollama") is None:
+        pytest.skip("the ollama program is not installed")
+    client = ollama.Client(host=host, timeout=120)
+    try:
+        client.list()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach it means there is no server to test
+        pytest.skip(f"no Ollama server reachable at {host} ({type(exc).__name__})")
+    name = f"workbench-export-test-{os.getpid()}"
+    created = subprocess.run(
+        ["ollama", "create", name, "-f", "Modelfile"],
+        cwd=tiny_gguf.parent,
+        env={**os.environ, "OLLAMA_HOST": host},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert created.returncode == 0, created.stderr
+    try:
+        instruction = "Name three primary colours."
+        prompt = encode(tokenizer, format_prompt({"instruction": instruction}, "alpaca"))
+        ours = generate_tokens(run_model, [prompt], max_new_tokens=16)[0]
+        reply = client.generate(model=name, prompt=instruction, options={"num_predict": 16})
+        assert reply.prompt_eval_count == len(prompt)
+        assert reply.response == tokenizer.decode(ours)
+    finally:
+        subprocess.run(["ollama", "rm", name], env={**os.environ, "OLLAMA_HOST": host}, capture_output=True)
 
 
 # --- Hugging Face folder -----------------------------------------------------------------------------------
