@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -165,17 +166,29 @@ def modelfile_text(gguf_name: str, style: str, context_length: int) -> str:
 
 def write_hf_folder(model: GPT, folder: str | os.PathLike, *, dtype: str = "f32") -> Path:
     """A complete Hugging Face GPT-2 folder: weights and config, tokenizer files, a generation config (greedy,
-    end-of-text); ``AutoModelForCausalLM``/``AutoTokenizer``, vLLM and lm-eval's ``hf`` backend load it as is."""
+    end-of-text); ``AutoModelForCausalLM``/``AutoTokenizer``, vLLM and lm-eval's ``hf`` backend load it as is.
+
+    The files are written in a folder beside ``folder`` and then moved in, so a kill or a full disk leaves
+    ``folder`` as it was (apart from the instant of the moves)."""
     from trainer.tokenizer import save_hf_tokenizer
     from trainer.weights import save_hf_checkpoint
 
     if dtype not in HF_DTYPES:
         raise UserError(f"the Hugging Face format takes --dtype {' or '.join(HF_DTYPES)}, not {dtype!r}")
     folder = Path(folder)
-    save_hf_checkpoint(model, folder, dtype=HF_DTYPES[dtype])
-    save_hf_tokenizer(folder)
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
     generation = {"bos_token_id": END_OF_TEXT_ID, "eos_token_id": END_OF_TEXT_ID, "do_sample": False}
-    write_atomically(folder / "generation_config.json", json.dumps(generation, indent=2) + "\n")
+    try:
+        save_hf_checkpoint(model, staging, dtype=HF_DTYPES[dtype])
+        save_hf_tokenizer(staging)
+        (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in staging.iterdir():
+            os.replace(path, folder / path.name)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 

@@ -253,6 +253,7 @@ def test_hf_folder_loads_in_transformers_with_our_logits(dtype, atol, tiny_run, 
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = export_run(tiny_run, tmp_path / "hf", fmt="hf", dtype=dtype)
+    assert [p.name for p in tmp_path.iterdir()] == ["hf"]  # the staging folder beside it is gone
     assert {p.name for p in folder.iterdir()} >= {
         "config.json",
         "model.safetensors",
@@ -297,6 +298,7 @@ def test_cli_exports_gguf_and_modelfile(tiny_run, tmp_path):
         ("out not empty", "served: folder is not empty; choose a new --out, or pass --force"),
         ("out under a file", "a-file/served: cannot create the folder (Not a directory)"),
         ("q8_0 for hf", "--format hf takes --dtype f32, f16, not 'q8_0'"),
+        ("out is a file", "served: exists and is not a folder"),
     ],
 )
 def test_cli_refuses_bad_input_with_one_line(case, expected, tiny_run, tmp_path, capsys):
@@ -316,10 +318,12 @@ def test_cli_refuses_bad_input_with_one_line(case, expected, tiny_run, tmp_path,
         out = tmp_path / "a-file" / "served"
     elif case == "q8_0 for hf":
         extra = ["--format", "hf", "--dtype", "q8_0"]
+    elif case == "out is a file":
+        out.write_text("mine")
+    before = sorted(str(p) for p in tmp_path.rglob("*"))
     err = one_line_error(capsys, ["export", "--run", run, "--out", str(out), *extra])
     assert expected.format(tmp=tmp_path) in err
-    if case == "out not empty":
-        assert [p.name for p in out.iterdir()] == ["keep.txt"]
+    assert sorted(str(p) for p in tmp_path.rglob("*")) == before  # nothing written, not even an empty --out
 
 
 def test_force_replaces_only_the_exported_files(tiny_run, tmp_path):
