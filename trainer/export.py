@@ -244,7 +244,7 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     parser.add_argument("--format", choices=FORMATS, default="gguf", dest="fmt")
     parser.add_argument("--out", required=True, help="folder to write (new or empty, or any with --force)")
-    parser.add_argument("--dtype", choices=DTYPES, default="f32", help="f32, f16 or q8_0 (GGUF only) (default: f32)")
+    parser.add_argument("--dtype", choices=DTYPES, default="f32", help="f32 (default), f16, or q8_0 (GGUF only)")
     parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
     parser.set_defaults(func=_run_cli)
 
