@@ -22,15 +22,9 @@ from scipy.special import expit, logit
 
 from trainer.errors import UserError
 from workbench import stats, store
+from workbench.backends import MAX_STORED_REPLY_CHARS, BoundedStream, ReplyTooLarge
 from workbench.cli import main as workbench_main
-from workbench.judge import (
-    MAX_STORED_REPLY_CHARS,
-    BoundedStream,
-    ReplyTooLarge,
-    format_summary,
-    length_controlled_win_rate,
-    run_judge,
-)
+from workbench.judge import format_summary, length_controlled_win_rate, run_judge
 from workbench.judge_prompts import MalformedAnswer, detect_injection, load_prompt, parse_score, parse_verdict
 
 sys.path.insert(0, str(Path(__file__).parent))
