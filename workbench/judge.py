@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
@@ -31,8 +30,14 @@ from scipy.special import expit
 
 from trainer.errors import UserError
 from workbench import store
-from workbench.backends import Backend, add_server_arguments, connect, served_everywhere
-from workbench.backends.ollama import DEFAULT_HOST
+from workbench.backends import (
+    Backend,
+    add_server_arguments,
+    check_request_options,
+    connect,
+    resolve_hosts,
+    served_everywhere,
+)
 from workbench.backends.pool import Answer, Asker, cap_text, run_pool
 from workbench.judge_prompts import (
     SCORE_MAX,
@@ -54,16 +59,6 @@ UNVERSIONED = (
     "the server reports no weights digest and no --judge-revision was given: hosted models change under the "
     "same name, so this judge's cache cannot tell their versions apart"
 )
-
-
-def resolve_hosts(backend: str, hosts: str | Sequence[str] | None) -> list[str]:
-    """The servers to ask: the given ones, else (Ollama only) $OLLAMA_HOST or Ollama's default address."""
-    given = [hosts] if isinstance(hosts, str) else list(hosts or ())
-    if given:
-        return list(dict.fromkeys(given))
-    if backend == "openai":
-        raise UserError("--backend openai needs the server's address: --base-url URL (e.g. http://127.0.0.1:8000/v1)")
-    return [os.environ.get("OLLAMA_HOST") or DEFAULT_HOST]
 
 
 @dataclass(frozen=True)
@@ -301,17 +296,7 @@ def run_judge(
     server or several sharing the work (``concurrency`` requests in flight on each). When every question of
     the batch failed (server errors, runaway replies...) the failures are stored and a UserError says how many
     and the first reason; a partial failure is in the summary's ``run`` (``failed``, ``first_error``)."""
-    for label, value, low in (
-        ("--concurrency", concurrency, 1),
-        ("--repeats", repeats, 1),
-        ("--retries", retries, 0),
-        ("--limit", limit, 1),
-        ("--max-tokens", max_tokens, 1),
-    ):
-        if value is not None and value < low:
-            raise UserError(f"{label} must be at least {low}, got {value}")
-    if timeout <= 0:
-        raise UserError(f"--timeout must be positive, got {timeout}")
+    check_request_options(concurrency, retries, timeout, repeats=repeats, limit=limit, max_tokens=max_tokens)
     if backend == "ollama" and judge_revision is not None:
         raise UserError("--judge-revision is for --backend openai; Ollama reports each model's digest itself")
     prompt = load_prompt(mode, rubric)

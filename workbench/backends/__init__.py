@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,7 @@ import httpx
 from trainer.errors import UserError
 
 BACKENDS = ("ollama", "openai")
+DEFAULT_OLLAMA_HOST = "http://localhost:11434"
 # A reply is a short JSON object or one response; past this many bytes it is a runaway generation, and reading
 # stops there.
 MAX_REPLY_BYTES = 1 << 20
@@ -153,6 +154,28 @@ def connect(kind: str, url: str, *, timeout: float, api_key_env: str | None = No
 
         return OpenAIBackend(url, timeout=timeout, api_key=api_key(api_key_env))
     raise UserError(f"unknown backend {kind!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def check_request_options(concurrency: int, retries: int, timeout: float, **at_least_one: int | None) -> None:
+    """Refuse option values no batch can run with (``at_least_one``: more options, keyed by name, that must be
+    1 or more when given)."""
+    limits = [("concurrency", concurrency, 1), ("retries", retries, 0)]
+    limits += [(name, value, 1) for name, value in at_least_one.items()]
+    for name, value, low in limits:
+        if value is not None and value < low:
+            raise UserError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    if timeout <= 0:
+        raise UserError(f"--timeout must be positive, got {timeout}")
+
+
+def resolve_hosts(kind: str, hosts: str | Sequence[str] | None) -> list[str]:
+    """The servers to ask: the given ones, else (Ollama only) $OLLAMA_HOST or Ollama's default address."""
+    given = [hosts] if isinstance(hosts, str) else list(hosts or ())
+    if given:
+        return list(dict.fromkeys(given))
+    if kind == "openai":
+        raise UserError("--backend openai needs the server's address: --base-url URL (e.g. http://127.0.0.1:8000/v1)")
+    return [os.environ.get("OLLAMA_HOST") or DEFAULT_OLLAMA_HOST]
 
 
 def served_everywhere(backends: list[Backend], name: str) -> ServedModel:

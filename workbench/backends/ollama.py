@@ -12,8 +12,6 @@ import ollama
 from trainer.errors import UserError
 from workbench.backends import ServedModel, ServerError, bound_reply, transport_error
 
-DEFAULT_HOST = "http://localhost:11434"
-
 
 def _tagged(name: str) -> str:
     """Ollama's full model name: ``llama3`` is listed as ``llama3:latest``."""
