@@ -550,6 +550,20 @@ def test_parsers_accept_reasonable_replies_and_reject_the_rest():
         parse_verdict('{"verdict": "C"}')
 
 
+def test_numbers_no_score_can_hold_are_malformed_answers_not_crashes():
+    # what random weights produce in JSON mode: an overflowing float, NaN, an integer too long to convert
+    for reply, reason in [
+        ('{"score": 1e400}', r'"score" must be a finite integer, got inf'),
+        ('{"score": NaN}', r'"score" must be a finite integer, got nan'),
+        ('{"score": -Infinity}', r'"score" must be a finite integer, got -inf'),
+        ('{"score": "' + "9" * 400 + '"}', r'"score" must be a finite integer, got inf'),
+        ('{"score": ' + "9" * 5000 + "}", "the reply holds no JSON object"),
+        ('{"score": -751751751751751, "rationale": ""}', "score -7.51752e[+]14 is outside 0-100"),
+    ]:
+        with pytest.raises(MalformedAnswer, match=reason):
+            parse_score(reply)
+
+
 # --- CLI, resume, real server ------------------------------------------------------------------------------
 
 
