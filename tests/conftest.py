@@ -5,6 +5,8 @@ Set WORKBENCH_STRICT=1 (CI does) to turn skips for a missing ../shared folder or
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import os
 from pathlib import Path
 
@@ -91,3 +93,46 @@ def tiny_run(tmp_path_factory, sample_data) -> Path:
         progress=False,
     )
     return run_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny_run, tmp_path_factory) -> Path:
+    """``tiny_run`` exported as an f32 GGUF file (its Modelfile beside it)."""
+    require(importlib.util.find_spec("gguf") is not None, "gguf not installed (pip install -e '.[test]')")
+    from trainer.export import export_run
+
+    return export_run(tiny_run, tmp_path_factory.mktemp("export") / "gguf")
+
+
+# The served model: the tiny shape with GPT-2's 1,024-token window, random weights. The tiny run's 256 tokens
+# would not hold a judge prompt (about 330 tokens) and its answer.
+SERVED_MODEL = "tiny-gpt2"
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """A real ``python -m llama_cpp.server`` on 127.0.0.1 serving a random tiny GPT-2 exported as GGUF.
+
+    Yields a ``tests.llama_server.LlamaServer``: ``base_url`` (``http://127.0.0.1:PORT/v1``), ``model`` (the
+    id it serves), ``process``, ``kill()`` and ``start_another()`` (a second server on another port). Every
+    server started is stopped at the end of the session.
+    """
+    require(
+        importlib.util.find_spec("llama_cpp") is not None and importlib.util.find_spec("gguf") is not None,
+        "llama-cpp-python[server] or gguf not installed (pip install -e '.[test]')",
+    )
+    import torch
+
+    from tests.llama_server import LlamaServerPool
+    from trainer.export import write_gguf
+    from trainer.model import CONFIGS, GPT
+
+    folder = tmp_path_factory.mktemp("llama_server")
+    torch.manual_seed(0)
+    config = dataclasses.replace(CONFIGS["tiny"], context_length=1024)
+    gguf_file = write_gguf(GPT(config), folder / f"{SERVED_MODEL}.gguf", name=SERVED_MODEL)
+    pool = LlamaServerPool(gguf_file, SERVED_MODEL, n_ctx=config.context_length, log_dir=folder)
+    try:
+        yield pool.start()
+    finally:
+        pool.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import math
 import os
 from pathlib import Path
 
@@ -60,3 +61,51 @@ def get_tokenizer(tokenizer_file: str | None = None) -> tiktoken.Encoding:
             f"({type(exc).__name__}). Offline, pass --tokenizer-file PATH or set {ENV_VAR} to a gpt2.tiktoken "
             "ranks file, or run `pip install --no-deps openai-whisper`, which ships one."
         ) from exc
+
+
+def byte_level_alphabet() -> dict[int, str]:
+    """GPT-2's map from each byte to a printable character (``bytes_to_unicode``): how vocabulary files spell
+    tokens. Printable Latin-1 bytes stand for themselves; the rest are moved to code points from 256 up."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    alphabet = {byte: chr(byte) for byte in printable}
+    moved = (byte for byte in range(256) if byte not in alphabet)
+    alphabet |= {byte: chr(256 + n) for n, byte in enumerate(moved)}
+    return alphabet
+
+
+@functools.lru_cache(maxsize=2)
+def vocab_and_merges(tokenizer_file: str | None = None) -> tuple[dict[str, int], list[tuple[str, str]]]:
+    """The GPT-2 vocabulary (byte-level spelling -> id, end-of-text included) and its 50,000 merges, in rank
+    order, recovered from the tiktoken ranks: what Hugging Face tokenizer files and GGUF files store.
+
+    tiktoken keeps only the ranks. A token's merge is the pair that byte-pair encoding its bytes with the
+    lower ranks alone leaves, so it is found by running that encoding until two parts remain.
+    """
+    ranks = get_tokenizer(tokenizer_file)._mergeable_ranks
+    alphabet = byte_level_alphabet()
+
+    def spelled(token: bytes) -> str:
+        return "".join(alphabet[byte] for byte in token)
+
+    def split_in_two(token: bytes, rank: int) -> tuple[bytes, bytes]:
+        parts = [bytes([byte]) for byte in token]
+        while len(parts) > 2:
+            pairs = [(ranks.get(a + b, math.inf), i) for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))]
+            _, i = min(pair for pair in pairs if pair[0] < rank)
+            parts[i : i + 2] = [parts[i] + parts[i + 1]]
+        return parts[0], parts[1]
+
+    ordered = sorted(ranks.items(), key=lambda item: item[1])
+    merges = [tuple(map(spelled, split_in_two(token, rank))) for token, rank in ordered if len(token) > 1]
+    vocab = {spelled(token): rank for token, rank in ordered} | {END_OF_TEXT: END_OF_TEXT_ID}
+    return vocab, merges
+
+
+def save_hf_tokenizer(folder: str | os.PathLike) -> Path:
+    """Write the GPT-2 tokenizer in Hugging Face's files (``tokenizer.json``, ``vocab.json``, ``merges.txt``...)
+    to ``folder``, offline: what ``AutoTokenizer.from_pretrained`` reads beside the weights."""
+    from transformers import GPT2TokenizerFast
+
+    vocab, merges = vocab_and_merges()
+    GPT2TokenizerFast(vocab=vocab, merges=merges).save_pretrained(folder)
+    return Path(folder)

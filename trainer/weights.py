@@ -36,8 +36,8 @@ def load_pretrained(name_or_dir: str | os.PathLike, *, device: str | torch.devic
     return GPT.from_tensors(config, state).to(device).eval()
 
 
-def save_hf_checkpoint(model: GPT, folder: str | os.PathLike) -> Path:
-    """Write ``model`` as ``model.safetensors`` + ``config.json`` loadable by ``GPT2LMHeadModel``."""
+def save_hf_checkpoint(model: GPT, folder: str | os.PathLike, *, dtype: torch.dtype = torch.float32) -> Path:
+    """Write ``model`` as ``model.safetensors`` + ``config.json`` loadable by ``GPT2LMHeadModel``, in ``dtype``."""
     config = model.config
     if not config.qkv_bias:
         raise UserError("the Hugging Face GPT-2 layout needs query/key/value biases; this model has none")
@@ -47,14 +47,14 @@ def save_hf_checkpoint(model: GPT, folder: str | os.PathLike) -> Path:
     for name, tensor in model.state_dict().items():
         if name == TIED_HEAD:
             continue  # tied to wte, as in the original files
-        tensor = tensor.detach().to("cpu", torch.float32)
+        tensor = tensor.detach().to("cpu", dtype)
         tensors[name] = (tensor.t() if name.endswith(TRANSPOSED) else tensor).contiguous()
     save_file(tensors, str(folder / WEIGHTS_FILE), metadata={"format": "pt"})
-    (folder / CONFIG_FILE).write_text(json.dumps(_hf_config(config), indent=2) + "\n")
+    (folder / CONFIG_FILE).write_text(json.dumps(_hf_config(config, dtype), indent=2) + "\n")
     return folder
 
 
-def _hf_config(config: GPTConfig) -> dict:
+def _hf_config(config: GPTConfig, dtype: torch.dtype) -> dict:
     return {
         "architectures": ["GPT2LMHeadModel"],
         "model_type": "gpt2",
@@ -72,7 +72,7 @@ def _hf_config(config: GPTConfig) -> dict:
         "bos_token_id": 50256,
         "eos_token_id": 50256,
         "tie_word_embeddings": True,
-        "torch_dtype": "float32",
+        "torch_dtype": str(dtype).removeprefix("torch."),
     }
 
 

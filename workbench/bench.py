@@ -202,37 +202,16 @@ def hf_tokenizer_dir() -> Path:
     """A Hugging Face GPT-2 tokenizer folder built from our tiktoken ranks (offline), made once and kept.
 
     lm-eval's ``hf`` backend needs a tokenizer beside the weights; folders written by ``save_hf_checkpoint``
-    have none. The merges are recovered from the ranks: each token's merge is the pair that byte-pair encoding
-    with only the lower ranks leaves. It lives under ``$HF_HOME``, read at call time so tests can move it.
+    have none; the files are ``trainer.tokenizer.save_hf_tokenizer``'s. It lives under ``$HF_HOME``, read at
+    call time so tests can move it.
     """
     hf_home = Path(os.environ.get("HF_HOME") or Path.home() / ".cache" / "huggingface")
     folder = hf_home / "workbench" / "gpt2-tokenizer"
     if (folder / "tokenizer.json").is_file():
         return folder
-    from transformers import GPT2TokenizerFast
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    from trainer.tokenizer import save_hf_tokenizer
 
-    from trainer.tokenizer import END_OF_TEXT, END_OF_TEXT_ID, get_tokenizer
-
-    ranks = get_tokenizer()._mergeable_ranks
-    to_unicode = bytes_to_unicode()
-
-    def spelled(token: bytes) -> str:
-        return "".join(to_unicode[byte] for byte in token)
-
-    def split_in_two(token: bytes, rank: int) -> tuple[bytes, bytes]:
-        parts = [bytes([byte]) for byte in token]
-        while len(parts) > 2:
-            pairs = [(ranks.get(a + b, math.inf), i) for i, (a, b) in enumerate(zip(parts, parts[1:], strict=False))]
-            _, i = min(pair for pair in pairs if pair[0] < rank)
-            parts[i : i + 2] = [parts[i] + parts[i + 1]]
-        return parts[0], parts[1]
-
-    ordered = sorted(ranks.items(), key=lambda item: item[1])
-    merges = [tuple(map(spelled, split_in_two(token, rank))) for token, rank in ordered if len(token) > 1]
-    vocab = {spelled(token): rank for token, rank in ordered} | {END_OF_TEXT: END_OF_TEXT_ID}
-    partial = folder.with_name(folder.name + f".partial-{os.getpid()}")
-    GPT2TokenizerFast(vocab=vocab, merges=merges).save_pretrained(partial)
+    partial = save_hf_tokenizer(folder.with_name(folder.name + f".partial-{os.getpid()}"))
     if folder.exists():  # another process finished first
         shutil.rmtree(partial)
     else:
