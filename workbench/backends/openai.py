@@ -3,10 +3,10 @@ with httpx directly: vLLM, llama.cpp's server, LM Studio, SGLang, hosted APIs an
 
 Structured output differs between servers, so a judge request tries, in order, OpenAI's
 ``{"type": "json_schema", ...}``, the ``{"type": "json_object", "schema": ...}`` that llama.cpp and older vLLM
-read, and plain JSON mode; a server that refuses one (HTTP 400 or 422) gets the next, and the first that works
-is kept for the rest of the batch. The judge validates every reply anyway (score range, verdict values),
-since a grammar gives the shape but not the bounds. The API key comes from an environment variable and goes
-only into the Authorization header.
+read, and plain JSON mode; a server that refuses one (HTTP 400 or 422; llama-cpp-python answers 500) gets the
+next, and the first that works is kept for the rest of the batch. The judge validates every reply anyway (score
+range, verdict values), since a grammar gives the shape but not the bounds. The API key comes from an
+environment variable and goes only into the Authorization header.
 """
 
 from __future__ import annotations
@@ -21,7 +21,12 @@ from workbench.backends import ServedModel, ServerError, bound_reply, transport_
 
 # How to ask for JSON of a schema, most precise first; None: plain JSON mode (the reply is validated only).
 OUTPUT_FORMATS = ("json_schema", "json_object_schema", "json_object")
-REFUSED_FORMAT = (400, 422)  # a server that does not know a response_format answers one of these
+
+
+def refuses_format(exc: ServerError) -> bool:
+    """A server that does not know a response_format answers 400 or 422, or (llama-cpp-python) a 500 whose
+    message names the field."""
+    return exc.status in (400, 422) or (exc.status == 500 and "response_format" in str(exc))
 
 
 def api_base(url: str) -> str:
@@ -137,7 +142,7 @@ class OpenAIBackend:
             try:
                 choice = self._answer("chat/completions", request, model)
             except ServerError as exc:
-                if exc.status not in REFUSED_FORMAT:
+                if not refuses_format(exc):
                     raise
                 first_refusal = first_refusal or exc
                 continue
