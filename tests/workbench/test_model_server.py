@@ -34,7 +34,8 @@ SCORE = re.compile(r'^\{\s*"score"\s*:\s*(-?\d+)')
 def judge_rows(db_path: Path) -> list[tuple]:
     db = store.open_db(db_path)
     rows = db.execute(
-        "SELECT r.text, js.score, js.error, js.raw_output FROM judge_scores js JOIN responses r ON r.id = js.response_id"
+        "SELECT r.text, js.score, js.error, js.raw_output FROM judge_scores js "
+        "JOIN responses r ON r.id = js.response_id"
     ).fetchall()
     db.close()
     return rows
