@@ -270,3 +270,88 @@ def test_when_every_server_dies_the_batch_stops_with_one_line(db_path, capsys):
     db.close()
     kept = stored_scores(db_path, judge)
     assert 2 <= len(kept) <= 4 and all(rows == [(0, fake_score(text), None)] for text, rows in kept.items())
+
+
+# --- workbench generate ------------------------------------------------------------------------------------
+
+
+class CompletionScript:
+    """``/v1/completions`` and ``/v1/chat/completions`` answering ``reply(prompt_or_message)``; ``fail`` holds
+    substrings whose requests get a 500."""
+
+    def __init__(self, server: HTTPServer, *, fail=()) -> None:
+        self.prompts: list[str] = []
+        self.chats: list[list[dict]] = []
+        self.fail = set(fail)
+        server.expect_request("/v1/models").respond_with_handler(
+            lambda request: _json({"data": [{"id": SERVED, "object": "model"}]})
+        )
+        server.expect_request("/v1/completions", method="POST").respond_with_handler(self.complete)
+        server.expect_request("/v1/chat/completions", method="POST").respond_with_handler(self.chat)
+
+    def complete(self, request: Request) -> Response:
+        prompt = request.get_json()["prompt"]
+        self.prompts.append(prompt)
+        if any(needle in prompt for needle in self.fail):
+            return _json({"error": {"message": "boom"}}, 500)
+        return _json({"choices": [{"index": 0, "text": f"\n answer to {prompt.splitlines()[3]} "}]})
+
+    def chat(self, request: Request) -> Response:
+        messages = request.get_json()["messages"]
+        self.chats.append(messages)
+        return _json({"choices": [{"index": 0, "message": {"role": "assistant", "content": "chatted"}}]})
+
+
+def _generate(db_path, server: HTTPServer, *extra: str) -> int:
+    argv = ["generate", "--db", str(db_path), "--base-url", _base(server), "--model", SERVED, "--dataset", "mini"]
+    return workbench_main([*argv, "--retries", "0", *extra])
+
+
+def test_generate_resumes_where_a_failure_left_off(db_path, httpserver, capsys):
+    script = CompletionScript(httpserver, fail={"Instruction 2"})
+    make_db(db_path, {"reference": ["r0", "r1", "r2", "r3"]})
+    assert _generate(db_path, httpserver) == 1
+    out, err = capsys.readouterr()
+    assert "this run: 3 new responses, 1 of 4 failed, 4 requests in " in out
+    assert err.splitlines() == [
+        "error: 1 of 4 responses failed; first: item "
+        f"{store.item_id('mini', 'Instruction 2', '')}: HTTP 500: boom. A rerun asks again for the missing ones"
+    ]
+    assert (
+        "Below is an instruction that describes a task. Write a response that appropriately completes the "
+        "request.\n\n### Instruction:\nInstruction 0\n\n### Response:"
+    ) in script.prompts
+    db = store.open_db(db_path)
+    texts = {row["instruction"]: row["text"] for row in store.response_rows(db, models=[SERVED])}
+    db.close()
+    assert texts == {f"Instruction {i}": f"answer to Instruction {i}" for i in (0, 1, 3)}
+
+    script.fail.clear()
+    assert _generate(db_path, httpserver) == 0
+    assert "this run: 1 new responses, 0 of 1 failed" in capsys.readouterr().out
+    assert len(script.prompts) == 5 and "Instruction 2" in script.prompts[-1]
+
+
+def test_generate_chat_style_uses_the_servers_template_and_refuses_mixing(db_path, httpserver, capsys):
+    script = CompletionScript(httpserver)
+    make_db(db_path, {"reference": ["r0", "r1"]})
+    assert _generate(db_path, httpserver, "--prompt-style", "chat", "--name", "chatty") == 0
+    capsys.readouterr()
+    assert [{"role": "user", "content": "Instruction 0"}] in script.chats and script.prompts == []
+    before = db_path.read_bytes()
+    assert _generate(db_path, httpserver, "--name", "chatty") == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("error: model 'chatty' already holds responses to 'mini' made otherwise")
+    assert db_path.read_bytes() == before and script.prompts == []
+
+
+def test_generate_input_errors_are_one_line(db_path, httpserver, capsys):
+    CompletionScript(httpserver)
+    make_db(db_path, {"reference": ["r0"]})
+    assert _generate(db_path, httpserver, "--split", "test") == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "error: data set 'mini' has no items in split 'test' (its splits: none)"
+    ]
+    argv = ["generate", "--db", str(db_path), "--base-url", _base(httpserver), "--model", SERVED]
+    assert workbench_main([*argv, "--dataset", "other"]) == 2
+    assert capsys.readouterr().err.splitlines() == ["error: unknown data set 'other'; known: 'mini'"]
