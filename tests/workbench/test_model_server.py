@@ -8,7 +8,10 @@ judgement must be refused and stored as a failure with the raw reply, never as a
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
+import subprocess
 import sys
 import threading
 import time
@@ -26,6 +29,7 @@ from workbench.judge import run_judge
 sys.path.insert(0, str(Path(__file__).parent))
 from test_judge import make_db  # noqa: E402
 
+REPO = Path(__file__).resolve().parents[2]
 # A short cap keeps each request well under a second on one thread; the reply still starts with the score.
 JUDGE = {"backend": "openai", "max_tokens": 16, "retries": 0, "progress": False}
 SCORE = re.compile(r'^\{\s*"score"\s*:\s*(-?\d+)')
@@ -160,3 +164,35 @@ def test_generate_sends_our_prompt_as_a_plain_completion(db_path, llama_server):
         timeout=60,
     ).json()
     assert row["text"] == direct["choices"][0]["text"].strip()
+
+
+@pytest.mark.slow
+def test_generate_killed_with_sigkill_keeps_every_stored_response_and_resumes(db_path, llama_server):
+    make_db(db_path, {"reference": [f"ref {number}" for number in range(30)]})
+    code = (
+        "from workbench.generation import run_generate; "
+        f"run_generate({str(db_path)!r}, {llama_server.model!r}, dataset='mini', host={llama_server.base_url!r}, "
+        "max_tokens=24, concurrency=1, progress=False)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, env={**os.environ})
+    deadline = time.monotonic() + 120
+    while len(stored_responses(db_path)) < 5:
+        assert time.monotonic() < deadline and child.poll() is None
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    kept = stored_responses(db_path)
+    assert 5 <= len(kept) < 30
+
+    resumed = run_generate(db_path, llama_server.model, dataset="mini", host=llama_server.base_url, max_tokens=24)
+    assert resumed["run"]["pending"] == 30 - len(kept) and resumed["run"]["generated"] == 30 - len(kept)
+    after = stored_responses(db_path)
+    assert len(after) == 30 and all(after[item] == kept[item] for item in kept)  # nothing asked twice
+
+
+def stored_responses(db_path: Path) -> dict[str, tuple]:
+    """item id -> (response id, text) of the served model's responses."""
+    db = store.open_db(db_path)
+    rows = store.response_rows(db, models=["tiny-gpt2"]) if "tiny-gpt2" in store.model_names(db) else []
+    db.close()
+    return {row["item_id"]: (row["response_id"], row["text"]) for row in rows}
