@@ -164,7 +164,7 @@ def run_pool(
                     if server in live:
                         live.remove(server)
                         down[backends[server].url] = exc.reason
-                        logger.warning("%s stopped answering (%s); its questions go to the others", *exc.args, "")
+                        logger.warning("%s stopped answering (%s); its questions go to the others", exc.url, exc.reason)
                 elif exc is not None:
                     raised = raised or exc
                 else:
