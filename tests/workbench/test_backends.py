@@ -355,3 +355,17 @@ def test_generate_input_errors_are_one_line(db_path, httpserver, capsys):
     argv = ["generate", "--db", str(db_path), "--base-url", _base(httpserver), "--model", SERVED]
     assert workbench_main([*argv, "--dataset", "other"]) == 2
     assert capsys.readouterr().err.splitlines() == ["error: unknown data set 'other'; known: 'mini'"]
+
+
+def test_generate_through_ollama_sends_the_raw_prompt(db_path, capsys):
+    make_db(db_path, {"reference": ["r0", "r1"]})
+    with FakeOllama() as fake:
+        argv = ["generate", "--db", str(db_path), "--backend", "ollama", "--host", fake.url, "--model", "judge"]
+        assert workbench_main([*argv, "--dataset", "mini", "--max-tokens", "5"]) == 0
+    assert "model judge:latest (judge:latest at " in capsys.readouterr().out
+    assert fake.violations == [] and len(fake.generations) == 2
+    assert {body["options"]["num_predict"] for body in fake.generations} == {5}
+    db = store.open_db(db_path)
+    texts = {row["instruction"]: row["text"] for row in store.response_rows(db, models=["judge:latest"])}
+    db.close()
+    assert texts == {"Instruction 0": "Instruction 0", "Instruction 1": "Instruction 1"}
