@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import ExitStack, closing
 from pathlib import Path
 
 from trainer.data import STYLES, format_prompt
@@ -98,9 +99,13 @@ def run_generate(
         raise UserError(f"--temperature must not be negative, got {temperature}")
     if prompt_style not in PROMPT_STYLES:
         raise UserError(f"unknown prompt style {prompt_style!r}; choose one of {', '.join(PROMPT_STYLES)}")
-    servers = [connect(backend, url, timeout=timeout, api_key_env=api_key_env) for url in resolve_hosts(backend, host)]
-    db = store.open_db(db_path)
-    try:
+    with ExitStack() as cleanup:  # closes the database and every client, however the batch ends
+        servers = [
+            cleanup.enter_context(closing(connect(backend, url, timeout=timeout, api_key_env=api_key_env)))
+            for url in resolve_hosts(backend, host)
+        ]
+        db = store.open_db(db_path)
+        cleanup.callback(db.close)
         items = _items_to_answer(db, dataset, split)
         served = served_everywhere(servers, model)
         name = name or served.id
@@ -160,10 +165,6 @@ def run_generate(
         )
         if run["failed"] and not run["generated"]:
             raise UserError(failure_line(run))
-    finally:
-        db.close()
-        for server in servers:
-            server.close()
     return {
         "model": name,
         "served_model": served.id,

@@ -21,6 +21,7 @@ import json
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -300,9 +301,13 @@ def run_judge(
     if backend == "ollama" and judge_revision is not None:
         raise UserError("--judge-revision is for --backend openai; Ollama reports each model's digest itself")
     prompt = load_prompt(mode, rubric)
-    servers = [connect(backend, url, timeout=timeout, api_key_env=api_key_env) for url in resolve_hosts(backend, host)]
-    db = store.open_db(db_path)
-    try:
+    with ExitStack() as cleanup:  # closes the database and every client, however the batch ends
+        servers = [
+            cleanup.enter_context(closing(connect(backend, url, timeout=timeout, api_key_env=api_key_env)))
+            for url in resolve_hosts(backend, host)
+        ]
+        db = store.open_db(db_path)
+        cleanup.callback(db.close)
         models = _models_to_judge(db, mode, response_keys)
         served = served_everywhere(servers, judge_model)
         judge_model = served.id
@@ -357,10 +362,6 @@ def run_judge(
         else:
             results = {"pairwise": pairwise_summary(store.judge_pairwise_results(db, judge["id"]))}
         flagged = [row for row in store.flagged_responses(db) if flags.get(row["response_id"])]
-    finally:
-        db.close()
-        for server in servers:
-            server.close()
     return {
         "judge": judge["name"],
         "backend": servers[0].kind,
