@@ -5,9 +5,12 @@ from __future__ import annotations
 import httpx
 
 from tests.conftest import SERVED_MODEL
+from trainer.data import encode, format_prompt
 
 
-def test_llama_server_answers_a_chat_completion(llama_server):
+def test_llama_server_answers_a_chat_completion(llama_server, tokenizer):
+    """The served GGUF's chat template puts the message in the alpaca prompt: the server counts as many prompt
+    tokens as ``generate`` would feed the model for that instruction."""
     assert llama_server.base_url.startswith("http://127.0.0.1:") and llama_server.base_url.endswith("/v1")
     models = httpx.get(f"{llama_server.base_url}/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == [SERVED_MODEL] == [llama_server.model]
@@ -25,6 +28,8 @@ def test_llama_server_answers_a_chat_completion(llama_server):
     choice = reply.json()["choices"][0]
     assert choice["message"]["role"] == "assistant" and isinstance(choice["message"]["content"], str)
     assert choice["finish_reason"] in ("stop", "length")
+    prompt = encode(tokenizer, format_prompt({"instruction": "Name a colour."}, "alpaca"))
+    assert reply.json()["usage"]["prompt_tokens"] == len(prompt)
 
 
 def test_llama_server_starts_another_that_can_be_killed(llama_server):

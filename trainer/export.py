@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -149,31 +150,45 @@ def _add_tensor(writer, name: str, array: np.ndarray, dtype: str) -> None:
 
 
 def modelfile_text(gguf_name: str, style: str, context_length: int) -> str:
-    """An Ollama ``Modelfile`` for the GGUF beside it: the run's prompt around the user's message, greedy,
-    stopping at end-of-text, with the model's context window (Ollama's default is longer than GPT-2's)."""
+    """An Ollama ``Modelfile`` for the GGUF beside it: the run's prompt around the user's message, greedy and
+    unpenalised as ``generate`` decodes (Ollama's default repeat penalty would change the answers), stopping at
+    end-of-text, with the model's context window (Ollama's default is longer than GPT-2's)."""
     template = format_prompt({"instruction": "{{ .Prompt }}"}, style)
     return (
         f"FROM ./{gguf_name}\n"
         f'TEMPLATE """{template}"""\n'
         f'PARAMETER stop "{END_OF_TEXT}"\n'
         "PARAMETER temperature 0\n"
+        "PARAMETER repeat_penalty 1\n"
         f"PARAMETER num_ctx {context_length}\n"
     )
 
 
 def write_hf_folder(model: GPT, folder: str | os.PathLike, *, dtype: str = "f32") -> Path:
     """A complete Hugging Face GPT-2 folder: weights and config, tokenizer files, a generation config (greedy,
-    end-of-text); ``AutoModelForCausalLM``/``AutoTokenizer``, vLLM and lm-eval's ``hf`` backend load it as is."""
+    end-of-text); ``AutoModelForCausalLM``/``AutoTokenizer``, vLLM and lm-eval's ``hf`` backend load it as is.
+
+    The files are written in a folder beside ``folder`` and then moved in, so a kill or a full disk leaves
+    ``folder`` as it was (apart from the instant of the moves)."""
     from trainer.tokenizer import save_hf_tokenizer
     from trainer.weights import save_hf_checkpoint
 
     if dtype not in HF_DTYPES:
         raise UserError(f"the Hugging Face format takes --dtype {' or '.join(HF_DTYPES)}, not {dtype!r}")
     folder = Path(folder)
-    save_hf_checkpoint(model, folder, dtype=HF_DTYPES[dtype])
-    save_hf_tokenizer(folder)
+    staging = folder.with_name(f".{folder.name}.{os.getpid()}.partial")
     generation = {"bos_token_id": END_OF_TEXT_ID, "eos_token_id": END_OF_TEXT_ID, "do_sample": False}
-    write_atomically(folder / "generation_config.json", json.dumps(generation, indent=2) + "\n")
+    try:
+        save_hf_checkpoint(model, staging, dtype=HF_DTYPES[dtype])
+        save_hf_tokenizer(staging)
+        (staging / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
+        folder.mkdir(parents=True, exist_ok=True)
+        for path in staging.iterdir():
+            os.replace(path, folder / path.name)
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot write ({exc.strerror or exc})") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return folder
 
 
@@ -229,7 +244,7 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     parser.add_argument("--format", choices=FORMATS, default="gguf", dest="fmt")
     parser.add_argument("--out", required=True, help="folder to write (new or empty, or any with --force)")
-    parser.add_argument("--dtype", choices=DTYPES, default="f32", help="f32, f16 or q8_0 (GGUF only) (default: f32)")
+    parser.add_argument("--dtype", choices=DTYPES, default="f32", help="f32 (default), f16, or q8_0 (GGUF only)")
     parser.add_argument("--force", action="store_true", help="write into a folder that already holds files")
     parser.set_defaults(func=_run_cli)
 
