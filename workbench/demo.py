@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainer.errors import UserError
-from workbench.judge import DEFAULT_HOST
+from workbench.backends import DEFAULT_OLLAMA_HOST
 from workbench.serve import DEFAULT_PORT, check_address, port_number, serve
 
 REPO_DATASETS = Path(__file__).resolve().parent.parent / "datasets"
@@ -223,7 +223,7 @@ def add_cli(subparsers) -> None:
         help="a Hugging Face GPT-2 folder to start from (default: gpt2 if it can be had, else a random tiny model)",
     )
     parser.add_argument("--judge-model", default=DEFAULT_JUDGE, help="Ollama judge model (default: %(default)s)")
-    parser.add_argument("--host", help=f"Ollama server (default: $OLLAMA_HOST or {DEFAULT_HOST})")
+    parser.add_argument("--host", help=f"Ollama server (default: $OLLAMA_HOST or {DEFAULT_OLLAMA_HOST})")
     parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")
     parser.add_argument("--port", type=port_number, default=DEFAULT_PORT, help="review app port (default: %(default)s)")
     parser.add_argument("--no-serve", action="store_true", help="stop after the pipeline, without the app")

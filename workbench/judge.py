@@ -1,9 +1,12 @@
-"""``workbench judge``: score stored responses with a local Ollama model, in batch, resumably.
+"""``workbench judge``: score stored responses with an LLM on Ollama or any OpenAI-compatible server, in batch,
+resumably.
 
 The book sends one free-text request at a time and parses an integer. Here requests run in a bounded thread
 pool, ask for a JSON schema at temperature 0 with a fixed seed, and every answer is committed as it arrives;
-the judge's identity (model digest, prompt template hash, options) is the cache key, so a rerun only asks for
-what is missing and a changed model or prompt re-judges. Pairwise mode asks twice with the answers swapped.
+the judge's identity (server kind, model, digest or declared revision, prompt template hash, options) is the
+cache key, so a rerun only asks for what is missing and a changed model or prompt re-judges. Pairwise mode asks
+twice with the answers swapped. Several servers (--base-url, repeated) share the work; a server that stops
+answering hands its questions to the others.
 
 Exit status: 0 when every question was answered; 1 when some failed (the summary is printed, then one
 `error:` line with the count and the first failure); 2 when all failed or the input is wrong (one `error:`
@@ -15,31 +18,32 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import logging
-import os
 import sys
-import threading
-import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from contextlib import ExitStack, closing
+from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
-import ollama
 from scipy.optimize import minimize
 from scipy.special import expit
-from tqdm import tqdm
 
 from trainer.errors import UserError
 from workbench import store
+from workbench.backends import (
+    Backend,
+    add_server_arguments,
+    check_request_options,
+    connect,
+    resolve_hosts,
+    served_everywhere,
+)
+from workbench.backends.pool import Answer, Asker, cap_text, run_pool
 from workbench.judge_prompts import (
     SCORE_MAX,
     SCORE_MIN,
     JudgePrompt,
-    MalformedAnswer,
     detect_item_injection,
     load_prompt,
     parse_score,
@@ -48,171 +52,45 @@ from workbench.judge_prompts import (
 )
 from workbench.stats import WINNER_RESULT
 
-DEFAULT_HOST = "http://localhost:11434"
 DEFAULT_SEED = 42
-MAX_BACKOFF_S = 30.0
 # Sampling options of every request; with the base seed they are part of the judge's cache key.
 SAMPLING_OPTIONS = {"temperature": 0}
 SWAP = {"A": "B", "B": "A", "tie": "tie"}
-# A verdict is a short JSON object; a reply past this many bytes is a runaway generation, and reading stops there.
-MAX_REPLY_BYTES = 1 << 20
-# What the store keeps of a reply or rationale; the rest is replaced by TRUNCATED (the app and SQL can look for it).
-MAX_STORED_REPLY_CHARS = 64 * 1024
-TRUNCATED = "\n[truncated: "
-
-logger = logging.getLogger(__name__)
-
-
-def resolve_host(host: str | None) -> str:
-    return host or os.environ.get("OLLAMA_HOST") or DEFAULT_HOST
-
-
-def _tagged(name: str) -> str:
-    """Ollama's full model name: ``llama3`` is listed as ``llama3:latest``."""
-    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
-
-
-def pulled_model(client: ollama.Client, host: str, model: str) -> tuple[str, str]:
-    """(full name, digest) of a pulled model from ``/api/tags``; a UserError says how to start the server or
-    pull the model. The full name (``llama3:latest`` for ``llama3``) keeps one cache key per model."""
-    try:
-        listing = client.list()
-    except (ConnectionError, httpx.TransportError) as exc:
-        raise UserError(
-            f"cannot reach the Ollama server at {host} ({type(exc).__name__}); start it with `ollama serve`, "
-            "or pass --host / set OLLAMA_HOST"
-        ) from None
-    except ollama.ResponseError as exc:
-        raise UserError(f"the Ollama server at {host} failed to list its models: {exc}") from None
-    for entry in listing.models:
-        if entry.model and _tagged(entry.model) == _tagged(model):
-            return entry.model, entry.digest or ""
-    pulled = ", ".join(entry.model or "?" for entry in listing.models) or "none"
-    raise UserError(f"model {model!r} is not pulled on {host}; run `ollama pull {model}` (pulled: {pulled})")
-
-
-# --- asking the judge -------------------------------------------------------------------------------------
-
-
-def cap_text(text: str, limit: int = MAX_STORED_REPLY_CHARS) -> str:
-    """``text`` if it fits in ``limit`` characters, else its head and a marker giving the whole length."""
-    return text if len(text) <= limit else f"{text[:limit]}{TRUNCATED}{len(text):,} characters in all]"
-
-
-class ReplyTooLarge(Exception):
-    """The judge's HTTP reply passed MAX_REPLY_BYTES; ``head`` keeps its first bytes for the store."""
-
-    def __init__(self, head: bytes, limit: int) -> None:
-        super().__init__(f"the judge's reply is larger than {limit / 2**20:g} MiB; reading stopped there")
-        self.head = head
-
-
-class BoundedStream(httpx.SyncByteStream):
-    """A response body that raises ReplyTooLarge once more than ``limit`` bytes arrived, so a runaway reply
-    costs at most ``limit`` plus one network chunk of memory instead of its whole size."""
-
-    def __init__(self, chunks: Iterable[bytes], limit: int) -> None:
-        self._chunks = chunks
-        self._limit = limit
-
-    def __iter__(self) -> Iterator[bytes]:
-        received, head = 0, bytearray()
-        for chunk in self._chunks:
-            received += len(chunk)
-            head += chunk[: max(0, MAX_STORED_REPLY_CHARS - len(head))]
-            if received > self._limit:
-                raise ReplyTooLarge(bytes(head), self._limit)
-            yield chunk
-
-    def close(self) -> None:
-        close = getattr(self._chunks, "close", None)
-        if close is not None:
-            close()
-
-
-def bound_reply(response: httpx.Response) -> None:
-    """httpx response hook (it runs before the body is read): read the body through a BoundedStream of
-    MAX_REPLY_BYTES. A hook rather than a transport keeps httpx's own transport, proxies from the
-    environment included."""
-    response.stream = BoundedStream(response.stream, MAX_REPLY_BYTES)
-
-
-@dataclass
-class Answer:
-    """The outcome of one question to the judge, after retries: a parsed value or an error."""
-
-    value: tuple | None
-    raw_output: str | None
-    latency_s: float
-    requests: int
-    error: str | None = None
-
-
-def _retryable(exc: Exception) -> bool:
-    if isinstance(exc, ollama.ResponseError):
-        return exc.status_code >= 500 or exc.status_code == 429
-    return isinstance(exc, (ConnectionError, httpx.TransportError))
+UNVERSIONED = (
+    "the server reports no weights digest and no --judge-revision was given: hosted models change under the "
+    "same name, so this judge's cache cannot tell their versions apart"
+)
 
 
 @dataclass(frozen=True)
-class Asker:
-    """Sends one question with bounded retries: exponential backoff after connection errors, timeouts and 5xx;
-    a malformed answer is shown back to the judge with the reason and asked again. Setting ``stop`` (an
-    interrupted batch) ends the retries, so Ctrl-C does not wait for every worker to exhaust them."""
+class Questions:
+    """Asks the judge one question on a given server: the prompt's schema at temperature 0 and ``seed``, a
+    malformed answer shown back with the reason (see Asker for retries)."""
 
-    client: ollama.Client
+    ask: Asker
     model: str
     prompt: JudgePrompt
-    retries: int
-    backoff_s: float
-    stop: threading.Event = field(default_factory=threading.Event)
+    max_tokens: int | None = None
 
-    def __call__(self, messages: list[dict], seed: int, parse: Callable[[str], tuple]) -> Answer:
-        started = time.perf_counter()
-        conversation, raw, error, failures = list(messages), None, None, 0
-        for attempt in range(self.retries + 1):
-            if self.stop.is_set():
-                return Answer(None, raw, time.perf_counter() - started, attempt, "interrupted")
-            try:
-                reply = self.client.chat(
-                    model=self.model,
-                    messages=conversation,
-                    format=self.prompt.schema,
-                    options={**SAMPLING_OPTIONS, "seed": seed},
-                    stream=False,
-                )
-            except ReplyTooLarge as exc:  # the same request gives the same runaway reply: not asked again
-                raw = f"{exc.head.decode('utf-8', errors='replace')}{TRUNCATED}over {MAX_REPLY_BYTES:,} bytes]"
-                return Answer(None, raw, time.perf_counter() - started, attempt + 1, f"ReplyTooLarge: {exc}")
-            except Exception as exc:  # noqa: BLE001 - sorted below; anything unexpected is recorded, not raised
-                error = f"{type(exc).__name__}: {exc}"
-                if isinstance(exc, ollama.ResponseError) and exc.status_code == 404:
-                    raise UserError(
-                        f"the Ollama server no longer has model {self.model!r}: {exc.error}; "
-                        f"run `ollama pull {self.model}`"
-                    ) from None
-                if not _retryable(exc):
-                    return Answer(None, raw, time.perf_counter() - started, attempt + 1, error)
-                if attempt < self.retries:
-                    self.stop.wait(min(self.backoff_s * 2**failures, MAX_BACKOFF_S))
-                failures += 1
-                continue
-            whole = reply.message.content or ""
-            raw = cap_text(whole)
-            try:
-                return Answer(parse(whole), raw, time.perf_counter() - started, attempt + 1)
-            except MalformedAnswer as exc:
-                error = f"malformed answer: {exc}"
-                conversation = [
-                    *messages,
-                    {"role": "assistant", "content": raw},
-                    repair_message(str(exc), self.prompt.mode),
-                ]
-        return Answer(None, raw, time.perf_counter() - started, self.retries + 1, error)
+    def __call__(self, backend: Backend, messages: list[dict], seed: int, parse) -> Answer:
+        def request(server: Backend, conversation: list[dict]) -> str:
+            return server.chat(
+                self.model,
+                conversation,
+                schema=self.prompt.schema,
+                seed=seed,
+                temperature=SAMPLING_OPTIONS["temperature"],
+                max_tokens=self.max_tokens,
+            )
+
+        def repair(first: list[dict], raw: str, reason: str) -> list[dict]:
+            return [*first, {"role": "assistant", "content": raw}, repair_message(reason, self.prompt.mode)]
+
+        return self.ask(backend, request, messages, parse, repair)
 
 
-def _score_task(ask: Asker, work: dict, seed: int) -> dict:
-    answer = ask(ask.prompt.messages(work, (work["text"],)), seed + work["repeat"], parse_score)
+def _score_task(ask: Questions, backend: Backend, work: dict, seed: int) -> dict:
+    answer = ask(backend, ask.prompt.messages(work, (work["text"],)), seed + work["repeat"], parse_score)
     score, rationale = answer.value or (None, None)
     return {
         "response_id": work["response_id"],
@@ -226,12 +104,13 @@ def _score_task(ask: Asker, work: dict, seed: int) -> dict:
     }
 
 
-def _pairwise_task(ask: Asker, work: dict, seed: int) -> dict:
+def _pairwise_task(ask: Questions, backend: Backend, work: dict, seed: int) -> dict:
     """Ask with A first, then with B first; a verdict that changes with the order is a tie. When the first
     question fails the second is not asked: the pair is asked again on the next run anyway."""
-    first = ask(ask.prompt.messages(work, (work["text_a"], work["text_b"])), seed + work["repeat"], parse_verdict)
+    seed += work["repeat"]
+    first = ask(backend, ask.prompt.messages(work, (work["text_a"], work["text_b"])), seed, parse_verdict)
     second = (
-        ask(ask.prompt.messages(work, (work["text_b"], work["text_a"])), seed + work["repeat"], parse_verdict)
+        ask(backend, ask.prompt.messages(work, (work["text_b"], work["text_a"])), seed, parse_verdict)
         if first.value
         else Answer(None, None, 0.0, 0, "not asked")
     )
@@ -253,71 +132,6 @@ def _pairwise_task(ask: Asker, work: dict, seed: int) -> dict:
         "latency_s": first.latency_s + second.latency_s,
         "error": error,
         "requests": first.requests + second.requests,
-    }
-
-
-def _run_pool(
-    work: list[dict],
-    task: Callable[[dict], dict],
-    save: Callable[[list[dict]], None],
-    *,
-    concurrency: int,
-    progress: bool,
-    desc: str,
-    stop: threading.Event,
-) -> dict:
-    """Run ``task`` over ``work`` with at most ``concurrency`` in flight; this thread saves each result as it
-    completes (SQLite stays on one thread). Saving comes before refilling, so a kill -9 loses at most
-    ``concurrency`` answers; results that completed together share one commit (one fsync)."""
-    counts = {"judged": 0, "failed": 0, "requests": 0}
-    first_failure: tuple[int, str] | None = None  # (work index, what failed): the first in data set order
-    started = time.perf_counter()
-    pending = enumerate(work)
-    in_flight: dict[Future, tuple[int, dict]] = {}
-    executor = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="judge")
-    bar = tqdm(total=len(work), unit="item", desc=desc, disable=not progress, dynamic_ncols=True)
-
-    def refill() -> None:
-        while len(in_flight) < concurrency and (entry := next(pending, None)) is not None:
-            in_flight[executor.submit(task, entry[1])] = entry
-
-    try:
-        refill()
-        while in_flight:
-            done, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-            units = {future: in_flight.pop(future) for future in done}
-            finished = [(units[future], future.result()) for future in done if future.exception() is None]
-            save([result for _, result in finished])  # keep what finished even when a neighbour raised
-            for future in done:
-                if future.exception() is not None:
-                    raise future.exception()
-            refill()
-            for (index, unit), result in finished:
-                counts["requests"] += result["requests"]
-                if result["error"]:
-                    counts["failed"] += 1
-                    failure = (
-                        f"item {unit['item_id']} ({unit.get('model', 'pair')}, repeat {unit['repeat']}): "
-                        f"{result['error']}"
-                    )
-                    logger.info("failed: %s", failure)  # the store keeps every error; one line reports the first
-                    if first_failure is None or index < first_failure[0]:
-                        first_failure = (index, failure)
-                else:
-                    counts["judged"] += 1
-            bar.set_postfix(errors=counts["failed"], refresh=False)
-            bar.update(len(finished))
-    finally:
-        stop.set()  # workers still retrying give up; those mid-request finish their one request
-        executor.shutdown(wait=False, cancel_futures=True)
-        bar.close()
-    elapsed = time.perf_counter() - started
-    return {
-        "pending": len(work),
-        **counts,
-        "first_error": first_failure[1] if first_failure else None,
-        "elapsed_s": round(elapsed, 3),
-        "items_per_s": round(len(work) / elapsed, 3) if work and elapsed > 0 else None,
     }
 
 
@@ -436,11 +250,33 @@ def _models_to_judge(db, mode: str, response_keys: Sequence[str] | None) -> list
     return names
 
 
+def _judge_key(kind: str, model: str, digest: str, prompt: JudgePrompt, seed: int, mode: str) -> dict:
+    return {
+        "kind": kind,
+        "model": model,
+        "digest": digest,
+        "template_hash": prompt.template_hash,
+        "options": {**SAMPLING_OPTIONS, "seed": seed},
+        "mode": mode,
+    }
+
+
+def _default_judge_name(key: dict) -> str:
+    """MODEL/MODE/HASH of the cache key. An Ollama judge's hash leaves the kind out, so names given before
+    other servers existed stay the same."""
+    hashed = {name: value for name, value in key.items() if name != "kind" or value != "ollama"}
+    digest = hashlib.sha256(json.dumps(hashed, sort_keys=True).encode()).hexdigest()[:8]
+    return f"{key['model']}/{key['mode']}/{digest}"
+
+
 def run_judge(
     db_path: str | Path,
     judge_model: str,
     *,
-    host: str | None = None,
+    backend: str = "ollama",
+    host: str | Sequence[str] | None = None,
+    api_key_env: str | None = None,
+    judge_revision: str | None = None,
     mode: str = "score",
     response_keys: Sequence[str] | None = None,
     dataset: str | None = None,
@@ -453,43 +289,32 @@ def run_judge(
     seed: int = DEFAULT_SEED,
     judge_name: str | None = None,
     backoff_s: float = 0.5,
+    max_tokens: int | None = None,
     progress: bool = True,
 ) -> dict:
     """Judge every response (score mode) or item pair (pairwise mode) that this judge has not answered yet,
-    store each answer as it arrives, and return a summary of everything the judge has stored. When every
-    question of the batch failed (server errors, runaway replies...) the failures are stored and a UserError
-    says how many and the first reason; a partial failure is in the summary's ``run`` (``failed``,
-    ``first_error``)."""
-    for label, value, low in (
-        ("--concurrency", concurrency, 1),
-        ("--repeats", repeats, 1),
-        ("--retries", retries, 0),
-        ("--limit", limit, 1),
-    ):
-        if value is not None and value < low:
-            raise UserError(f"{label} must be at least {low}, got {value}")
-    if timeout <= 0:
-        raise UserError(f"--timeout must be positive, got {timeout}")
+    store each answer as it arrives, and return a summary of everything the judge has stored. ``host`` is one
+    server or several sharing the work (``concurrency`` requests in flight on each). When every question of
+    the batch failed (server errors, runaway replies...) the failures are stored and a UserError says how many
+    and the first reason; a partial failure is in the summary's ``run`` (``failed``, ``first_error``)."""
+    check_request_options(concurrency, retries, timeout, repeats=repeats, limit=limit, max_tokens=max_tokens)
+    if backend == "ollama" and judge_revision is not None:
+        raise UserError("--judge-revision is for --backend openai; Ollama reports each model's digest itself")
     prompt = load_prompt(mode, rubric)
-    host = resolve_host(host)
-    db = store.open_db(db_path)
-    try:
+    with ExitStack() as cleanup:  # closes the database and every client, however the batch ends
+        servers = [
+            cleanup.enter_context(closing(connect(backend, url, timeout=timeout, api_key_env=api_key_env)))
+            for url in resolve_hosts(backend, host)
+        ]
+        db = store.open_db(db_path)
+        cleanup.callback(db.close)
         models = _models_to_judge(db, mode, response_keys)
-        client = ollama.Client(host=host, timeout=timeout, event_hooks={"response": [bound_reply]})
-        judge_model, digest = pulled_model(client, host, judge_model)
-        options = {**SAMPLING_OPTIONS, "seed": seed}
-        key = {
-            "model": judge_model,
-            "digest": digest,
-            "template_hash": prompt.template_hash,
-            "options": options,
-            "mode": mode,
-        }
-        default_name = (
-            f"{judge_model}/{mode}/" + hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:8]
-        )
-        judge = store.get_or_create_ollama_judge(
-            db, name=judge_name or default_name, **key, score_min=SCORE_MIN, score_max=SCORE_MAX
+        served = served_everywhere(servers, judge_model)
+        judge_model = served.id
+        digest = f"revision:{judge_revision}" if judge_revision else served.digest or ""
+        key = _judge_key(servers[0].kind, judge_model, digest, prompt, seed, mode)
+        judge = store.get_or_create_llm_judge(
+            db, name=judge_name or _default_judge_name(key), **key, score_min=SCORE_MIN, score_max=SCORE_MAX
         )
         flags = {  # every field of the prompt: an instruction or reference can carry an injection too
             row["response_id"]: detect_item_injection(
@@ -503,8 +328,7 @@ def run_judge(
             for row in store.response_rows(db, dataset=dataset, models=models)
         }
         store.set_injection_flags(db, flags)
-        ask = Asker(client, judge_model, prompt, retries, backoff_s)
-        desc = f"judging with {judge_model}"
+        ask = Questions(Asker(retries, backoff_s), judge_model, prompt, max_tokens)
         if mode == "score":
             work = store.pending_scores(db, judge["id"], models=models, repeats=repeats, dataset=dataset, limit=limit)
             task, save = _score_task, store.save_judge_scores
@@ -519,14 +343,17 @@ def run_judge(
                 limit=limit,
             )
             task, save = _pairwise_task, store.save_judge_pairwise
-        run = _run_pool(
+        run = run_pool(
             work,
-            lambda unit: task(ask, unit, seed),
+            servers,
+            lambda server, unit: task(ask, server, unit, seed),
             lambda results: save(db, judge["id"], results),
             concurrency=concurrency,
             progress=progress,
-            desc=desc,
-            stop=ask.stop,
+            desc=f"judging with {judge_model}",
+            stop=ask.ask.stop,
+            describe=lambda unit: f"item {unit['item_id']} ({unit.get('model', 'pair')}, repeat {unit['repeat']})",
+            done_label="judged",
         )
         if run["failed"] and not run["judged"]:
             raise UserError(failure_line(run))
@@ -535,15 +362,16 @@ def run_judge(
         else:
             results = {"pairwise": pairwise_summary(store.judge_pairwise_results(db, judge["id"]))}
         flagged = [row for row in store.flagged_responses(db) if flags.get(row["response_id"])]
-    finally:
-        db.close()
     return {
         "judge": judge["name"],
+        "backend": servers[0].kind,
         "judge_model": judge_model,
         "digest": digest,
+        "versioned": bool(digest),
         "template_hash": prompt.template_hash,
         "mode": mode,
-        "host": host,
+        "hosts": [server.url for server in servers],
+        "structured_output": servers[0].output_format,
         "run": run,
         **results,
         "flagged": [{key: row[key] for key in ("model", "item_id", "injection_flag")} for row in flagged],
@@ -572,6 +400,14 @@ def format_summary(summary: dict) -> str:
         f"this run: {run['judged']} judged, {run['failed']} of {run['pending']} failed, {run['requests']} requests in "
         f"{run['elapsed_s']:.1f} s" + (f" ({run['items_per_s']:.2f} items/s)" if run["items_per_s"] else ""),
     ]
+    if len(run["servers"]) > 1 or run["servers"][0]["down"]:
+        lines += [
+            f"  {server['url']}: {server['answered']} answered"
+            + (f", stopped: {server['down']}" if server["down"] else "")
+            for server in run["servers"]
+        ]
+    if not summary["versioned"]:
+        lines.append(f"  note: {UNVERSIONED}; pass --judge-revision to name the version")
     if summary["mode"] == "score":
         for model, stats in summary["models"].items():
             mean = "-" if stats["mean_score"] is None else f"{stats['mean_score']:.2f}"
@@ -603,7 +439,11 @@ def _handle(args: argparse.Namespace) -> int:
     summary = run_judge(
         args.db,
         args.judge_model,
+        backend=args.backend,
         host=args.host,
+        api_key_env=args.api_key_env,
+        judge_revision=args.judge_revision,
+        max_tokens=args.max_tokens,
         mode=args.mode,
         response_keys=args.response_key,
         dataset=args.dataset,
@@ -628,13 +468,19 @@ def add_cli(subparsers) -> None:
     """Register ``workbench judge``."""
     parser = subparsers.add_parser(
         "judge",
-        help="score stored responses with a local Ollama model (LLM-as-a-judge, batch, cached)",
+        help="score stored responses with an LLM on Ollama or an OpenAI-compatible server (batch, cached)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--db", required=True, help="workbench database file")
-    parser.add_argument("--judge-model", required=True, help="Ollama model name, e.g. llama3.1:8b")
-    parser.add_argument("--host", help=f"Ollama server (default: $OLLAMA_HOST or {DEFAULT_HOST})")
+    parser.add_argument(
+        "--judge-model", required=True, help="model name as the server lists it, e.g. llama3.1:8b on Ollama"
+    )
+    add_server_arguments(parser)
+    parser.add_argument(
+        "--judge-revision",
+        help="(openai) the judge's version, part of the cache key: servers rarely report a weights digest",
+    )
     parser.add_argument(
         "--mode",
         choices=("score", "pairwise"),
@@ -648,7 +494,6 @@ def add_cli(subparsers) -> None:
         help="models (response keys) to judge (default: all; pairwise needs two)",
     )
     parser.add_argument("--dataset", help="only this data set's items")
-    parser.add_argument("--concurrency", type=int, default=4, help="requests in flight (default: 4)")
     parser.add_argument("--limit", type=int, help="only the first N items of the data set")
     parser.add_argument("--rubric", help="text file replacing the default grading instructions")
     parser.add_argument(
@@ -657,13 +502,7 @@ def add_cli(subparsers) -> None:
         default=1,
         help="judge each item N times with seeds SEED..SEED+N-1 (judge variance)",
     )
-    parser.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
-    parser.add_argument(
-        "--retries",
-        type=int,
-        default=3,
-        help="extra attempts after a connection error, timeout, 5xx or malformed answer",
-    )
+    parser.add_argument("--max-tokens", type=int, help="cap on each reply's tokens (default: the server's)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"judge seed (default: {DEFAULT_SEED})")
     parser.add_argument("--judge-name", help="name of the judge in the store (default: MODEL/MODE/KEY-HASH)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -169,7 +170,7 @@ def _json_object(text: str) -> dict:
     for candidate in candidates:
         try:
             value = json.loads(candidate)
-        except json.JSONDecodeError:
+        except ValueError:  # not JSON, or an integer too long for Python to convert
             continue
         if isinstance(value, dict):
             return value
@@ -177,7 +178,7 @@ def _json_object(text: str) -> dict:
     for match in re.finditer(r"\{", text):
         try:
             value, _ = decoder.raw_decode(text, match.start())
-        except json.JSONDecodeError:
+        except ValueError:
             continue
         if isinstance(value, dict):
             return value
@@ -196,6 +197,8 @@ def parse_score(text: str) -> tuple[int, str]:
         raw, rationale = answer["score"], answer.get("rationale", "")
         if isinstance(raw, str) and _BARE_INTEGER.match(raw):
             raw = float(raw)
+        if isinstance(raw, float) and not math.isfinite(raw):  # 1e400, NaN: what random weights write
+            raise MalformedAnswer(f'"score" must be a finite integer, got {raw!r}')
         if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw != int(raw):
             raise MalformedAnswer(f'"score" must be an integer, got {raw!r}')
         value = raw

@@ -59,7 +59,8 @@ Action = Reply | Status | Slow | Drop
 
 
 class FakeOllama:
-    """``with FakeOllama() as fake: fake.url``; ``fake.chats`` records every valid chat request."""
+    """``with FakeOllama() as fake: fake.url``; ``fake.chats`` records every valid chat request,
+    ``fake.generations`` every raw completion."""
 
     def __init__(
         self,
@@ -72,6 +73,7 @@ class FakeOllama:
         self.delay_s = delay_s
         self.judge = judge or default_judge
         self.chats: list[dict] = []
+        self.generations: list[dict] = []  # /api/generate requests
         self.violations: list[str] = []
         self._scripts: list[tuple[str, list[Action]]] = []
         self._lock = threading.Lock()
@@ -202,6 +204,19 @@ def _make_handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(data)
 
+        def _generate(self, body: dict) -> None:
+            """A raw completion (``workbench generate --backend ollama``): the prompt's last line, echoed."""
+            if _tagged(body.get("model") or "") not in fake.models:
+                return self._send(404, {"error": f"model '{body.get('model')}' not found, try pulling it first"})
+            if body.get("raw") is not True or body.get("stream") is not False:
+                fake.violations.append(f"generate must be raw and not streamed: {body}")
+                return self._send(400, {"error": "expected raw, unstreamed generation"})
+            with fake._lock:
+                fake.generations.append(body)
+            last_line = body["prompt"].splitlines()[-3]
+            reply = {"model": body["model"], "created_at": "2026-11-25T00:00:00Z", "response": f" {last_line}\n"}
+            return self._send(200, {**reply, "done": True})
+
         def do_GET(self) -> None:
             if self.path != "/api/tags":
                 return self._send(404, {"error": f"unknown path {self.path}"})
@@ -220,6 +235,8 @@ def _make_handler(fake: FakeOllama) -> type[BaseHTTPRequestHandler]:
 
         def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
+            if self.path == "/api/generate":
+                return self._generate(body)
             if self.path != "/api/chat":
                 return self._send(404, {"error": f"unknown path {self.path}"})
             if _tagged(body.get("model") or "") not in fake.models:

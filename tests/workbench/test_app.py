@@ -585,8 +585,8 @@ def test_blind_pairs_swap_sides_when_asked_again(graded_db):
 
 def test_judge_position_bias_counts_the_first_shown_answer(graded_db):
     db = graded_db
-    judge = store.get_or_create_ollama_judge(
-        db, name="pairs", model="m", digest="d", template_hash="t", options={}, mode="pairwise"
+    judge = store.get_or_create_llm_judge(
+        db, kind="ollama", name="pairs", model="m", digest="d", template_hash="t", options={}, mode="pairwise"
     )
     items = store.dataset_items(db, BOOK)
     ids = (store.model_id(db, MODEL_1), store.model_id(db, MODEL_2))

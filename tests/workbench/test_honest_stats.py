@@ -77,8 +77,8 @@ def _benchmark(db, model: str, key: str, folder: str, shots: int, questions: int
 
 def _pairwise_judge(db, items) -> None:
     """Judge ``pairs`` prefers model 1 on 10 of the first 15 items, model 2 on 3, ties 2."""
-    judge = store.get_or_create_ollama_judge(
-        db, name="pairs", model="m", digest="d", template_hash="t", options={}, mode="pairwise"
+    judge = store.get_or_create_llm_judge(
+        db, kind="ollama", name="pairs", model="m", digest="d", template_hash="t", options={}, mode="pairwise"
     )
     ids = (store.model_id(db, M1), store.model_id(db, M2))
     winners = ["A"] * 10 + ["B"] * 3 + ["tie"] * 2

@@ -22,15 +22,9 @@ from scipy.special import expit, logit
 
 from trainer.errors import UserError
 from workbench import stats, store
+from workbench.backends import MAX_STORED_REPLY_CHARS, BoundedStream, ReplyTooLarge
 from workbench.cli import main as workbench_main
-from workbench.judge import (
-    MAX_STORED_REPLY_CHARS,
-    BoundedStream,
-    ReplyTooLarge,
-    format_summary,
-    length_controlled_win_rate,
-    run_judge,
-)
+from workbench.judge import format_summary, length_controlled_win_rate, run_judge
 from workbench.judge_prompts import MalformedAnswer, detect_injection, load_prompt, parse_score, parse_verdict
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -554,6 +548,20 @@ def test_parsers_accept_reasonable_replies_and_reject_the_rest():
             parse_score(bad)
     with pytest.raises(MalformedAnswer, match='"verdict" must be'):
         parse_verdict('{"verdict": "C"}')
+
+
+def test_numbers_no_score_can_hold_are_malformed_answers_not_crashes():
+    # what random weights produce in JSON mode: an overflowing float, NaN, an integer too long to convert
+    for reply, reason in [
+        ('{"score": 1e400}', r'"score" must be a finite integer, got inf'),
+        ('{"score": NaN}', r'"score" must be a finite integer, got nan'),
+        ('{"score": -Infinity}', r'"score" must be a finite integer, got -inf'),
+        ('{"score": "' + "9" * 400 + '"}', r'"score" must be a finite integer, got inf'),
+        ('{"score": ' + "9" * 5000 + "}", "the reply holds no JSON object"),
+        ('{"score": -751751751751751, "rationale": ""}', "score -7.51752e[+]14 is outside 0-100"),
+    ]:
+        with pytest.raises(MalformedAnswer, match=reason):
+            parse_score(reply)
 
 
 # --- CLI, resume, real server ------------------------------------------------------------------------------

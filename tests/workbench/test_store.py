@@ -50,7 +50,7 @@ def test_open_db_creates_the_documented_schema_in_wal_mode(db_path):
     assert set(db.table_names()) == ARCHITECTURE_TABLES
     assert db.journal_mode == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.schema_version(db) == store.SCHEMA_VERSION == 4
+    assert store.schema_version(db) == store.SCHEMA_VERSION == 5
     assert db.view_names() == ["responses"]  # the current versions, what statistics, queues and judges read
     assert set(db["responses"].columns_dict) == {
         "id",
@@ -88,7 +88,9 @@ def test_a_newer_schema_is_refused_and_left_untouched(db_path):
     db.execute("UPDATE meta SET value = '7' WHERE key = 'schema_version'")
     db.close()
     before = db_path.read_bytes()
-    with pytest.raises(UserError, match=r"schema version 7 is newer than this workbench supports \(4\)"):
+    with pytest.raises(
+        UserError, match=rf"schema version 7 is newer than this workbench supports \({store.SCHEMA_VERSION}\)"
+    ):
         store.open_db(db_path)
     assert db_path.read_bytes() == before
 
@@ -344,5 +346,28 @@ def test_a_version_1_file_migrates_to_the_current_version_keeping_every_row_id_a
     dataset = db.execute("SELECT name FROM datasets").fetchone()[0]
     store.create_campaign(db, "after-migration", dataset=dataset, models=["sft"], overlap=1)
     assert store.next_assignment(db, "after-migration", "bob") == "b" * 16
+
+    # and as a version-5 store: a judge asked through an OpenAI-compatible server sits beside the others, and
+    # judge scores still reference the rebuilt judges table
+    key = {"model": "m", "digest": "", "template_hash": "t", "options": {}, "mode": "score"}
+    served = store.get_or_create_llm_judge(db, kind="openai", name="served", **key)
+    assert served["kind"] == "openai" and store.find_llm_judge(db, kind="ollama", **key) is None
+    assert {fk.other_table for fk in db["judge_scores"].foreign_keys if fk.column == "judge_id"} == {"judges"}
+    with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+        store.save_judge_scores(
+            db,
+            999,
+            [
+                {
+                    "response_id": 10,
+                    "repeat": 0,
+                    "score": 1,
+                    "rationale": "",
+                    "raw_output": "",
+                    "latency_s": 0,
+                    "error": None,
+                }
+            ],
+        )
     db.close()
     assert store.schema_version(store.open_db(db_path)) == store.SCHEMA_VERSION  # opening again migrates nothing

@@ -71,9 +71,10 @@ from workbench.store.core import (
     utc_now,
 )
 from workbench.store.judging import (
-    find_ollama_judge,
+    LLM_JUDGE_KINDS,
+    find_llm_judge,
     flagged_responses,
-    get_or_create_ollama_judge,
+    get_or_create_llm_judge,
     judge_pairwise_results,
     judge_score_results,
     pending_pairwise,

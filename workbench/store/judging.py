@@ -1,8 +1,9 @@
-"""SQL of the Ollama judge: judges keyed by what decides their answers, the work still to do, and results.
+"""SQL of the LLM judge: judges keyed by what decides their answers, the work still to do, and results.
 
-A judge row is the cache key (model, digest, prompt template hash, options, mode): a pulled model with a new
-digest or an edited prompt is a new judge and re-judges everything, while rerunning the same judge only asks
-for what has no answer yet. Each result is committed on its own so that a killed batch keeps what it finished.
+A judge row is the cache key (server kind, model, digest or declared revision, prompt template hash, options,
+mode): a pulled model with a new digest or an edited prompt is a new judge and re-judges everything, while
+rerunning the same judge only asks for what has no answer yet. Each result is committed on its own so that a
+killed batch keeps what it finished.
 """
 
 from __future__ import annotations
@@ -15,28 +16,33 @@ import sqlite_utils
 from trainer.errors import UserError
 from workbench.store.core import in_clause, transaction, utc_now
 
-
-def _cache_key_params(model: str, digest: str, template_hash: str, options: dict, mode: str) -> list:
-    return [model, digest, template_hash, json.dumps(options, sort_keys=True), mode]
+LLM_JUDGE_KINDS = ("ollama", "openai")  # the server protocol the judge was asked through
 
 
-def find_ollama_judge(
-    db: sqlite_utils.Database, *, model: str, digest: str, template_hash: str, options: dict, mode: str
+def _cache_key_params(kind: str, model: str, digest: str, template_hash: str, options: dict, mode: str) -> list:
+    if kind not in LLM_JUDGE_KINDS:
+        raise ValueError(f"unknown judge kind {kind!r}")
+    return [kind, model, digest, template_hash, json.dumps(options, sort_keys=True), mode]
+
+
+def find_llm_judge(
+    db: sqlite_utils.Database, *, kind: str, model: str, digest: str, template_hash: str, options: dict, mode: str
 ) -> dict | None:
     """The judge row with exactly this cache key, or None."""
     rows = list(
         db.query(
-            "SELECT * FROM judges WHERE kind = 'ollama' AND model = ? AND digest = ? AND template_hash = ? "
+            "SELECT * FROM judges WHERE kind = ? AND model = ? AND digest = ? AND template_hash = ? "
             "AND options_json = ? AND mode = ?",
-            _cache_key_params(model, digest, template_hash, options, mode),
+            _cache_key_params(kind, model, digest, template_hash, options, mode),
         )
     )
     return rows[0] if rows else None
 
 
-def get_or_create_ollama_judge(
+def get_or_create_llm_judge(
     db: sqlite_utils.Database,
     *,
+    kind: str,
     name: str,
     model: str,
     digest: str,
@@ -47,9 +53,16 @@ def get_or_create_ollama_judge(
     score_max: float = 100.0,
 ) -> dict:
     """The judge with this cache key, created under ``name`` if new; ``name`` must not label another key."""
-    key = {"model": model, "digest": digest, "template_hash": template_hash, "options": options, "mode": mode}
+    key = {
+        "kind": kind,
+        "model": model,
+        "digest": digest,
+        "template_hash": template_hash,
+        "options": options,
+        "mode": mode,
+    }
     with transaction(db):
-        found = find_ollama_judge(db, **key)
+        found = find_llm_judge(db, **key)
         if found is not None:
             return found
         clash = list(db.query("SELECT kind, model, digest, template_hash FROM judges WHERE name = ?", [name]))
@@ -60,16 +73,16 @@ def get_or_create_ollama_judge(
             )
         db.execute(
             "INSERT INTO judges (name, kind, model, digest, template_hash, options_json, mode, score_min, "
-            "score_max, created_at) VALUES (?, 'ollama', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "score_max, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 name,
-                *_cache_key_params(model, digest, template_hash, options, mode),
+                *_cache_key_params(kind, model, digest, template_hash, options, mode),
                 score_min,
                 score_max,
                 utc_now(),
             ],
         )
-        return find_ollama_judge(db, **key)
+        return find_llm_judge(db, **key)
 
 
 def _scope_sql(models: Sequence[str], dataset: str | None, limit: int | None, params: dict) -> str:

@@ -322,6 +322,33 @@ ALTER TABLE training_metrics ADD COLUMN non_finite_json TEXT;
 """
 
 
+# Version 5: a judge may be asked through an OpenAI-compatible server: ``judges.kind`` takes 'openai' beside
+# 'ollama' (the protocol is part of the cache key). SQLite cannot change a CHECK in place, so the table is rebuilt
+# by SQLite's recipe (foreign keys are off while migrating): the new table takes the old one's name and ids, and
+# the references of judge scores and verdicts resolve to it again.
+SCHEMA_V5 = """
+CREATE TABLE judges_new (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL CHECK (kind IN ('external', 'ollama', 'openai')),
+    model TEXT,
+    digest TEXT,
+    template_hash TEXT,
+    options_json TEXT,
+    mode TEXT NOT NULL DEFAULT 'score' CHECK (mode IN ('score', 'pairwise')),
+    score_min REAL,
+    score_max REAL,
+    created_at TEXT NOT NULL
+);
+INSERT INTO judges_new (id, name, kind, model, digest, template_hash, options_json, mode, score_min, score_max,
+                        created_at)
+    SELECT id, name, kind, model, digest, template_hash, options_json, mode, score_min, score_max, created_at
+    FROM judges;
+DROP TABLE judges;
+ALTER TABLE judges_new RENAME TO judges;
+"""
+
+
 def _statements(script: str) -> list[str]:
     return [statement.strip() for statement in script.split(";\n") if statement.strip()]
 
@@ -342,6 +369,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _script(SCHEMA_V2),
     _script(SCHEMA_V3),
     _script(SCHEMA_V4),
+    _script(SCHEMA_V5),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
