@@ -23,20 +23,27 @@ from trainer.errors import UserError
 SCORE_MIN, SCORE_MAX = 0, 100
 VERDICTS = ("A", "B", "tie")
 
+# The reply schemas. Servers that constrain decoding (Ollama, llama.cpp, vLLM) turn them into a grammar; llama.cpp
+# honours ``enum`` and ``maxLength`` but not ``minimum``/``maximum``, so the scores are also listed, which keeps a
+# constrained reply in range, and the rationale is capped, so that it ends. parse_score still checks the range.
+RATIONALE_MAX_CHARS = 1000
+RATIONALE = {"type": "string", "maxLength": RATIONALE_MAX_CHARS}
 SCORE_SCHEMA = {
     "type": "object",
     "properties": {
-        "score": {"type": "integer", "minimum": SCORE_MIN, "maximum": SCORE_MAX},
-        "rationale": {"type": "string"},
+        "score": {
+            "type": "integer",
+            "minimum": SCORE_MIN,
+            "maximum": SCORE_MAX,
+            "enum": list(range(SCORE_MIN, SCORE_MAX + 1)),
+        },
+        "rationale": RATIONALE,
     },
     "required": ["score", "rationale"],
 }
 PAIRWISE_SCHEMA = {
     "type": "object",
-    "properties": {
-        "verdict": {"type": "string", "enum": list(VERDICTS)},
-        "rationale": {"type": "string"},
-    },
+    "properties": {"verdict": {"type": "string", "enum": list(VERDICTS)}, "rationale": RATIONALE},
     "required": ["verdict", "rationale"],
 }
 
