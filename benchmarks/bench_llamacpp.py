@@ -12,7 +12,8 @@ llama.cpp's ``n_threads``). Contenders, for each model size:
 
 Rounds alternate the contenders (each round in a rotated order) because the machine is noisy and shared;
 the table gives each contender's median tokens/s over the rounds (new tokens, end-of-text excluded, prefill
-included) and its ratio to llama.cpp f32 at batch 1 and to llama.cpp at the same precision. Greedy identity of
+included) and the median over rounds of its ratio to llama.cpp f32 at batch 1 and to llama.cpp at the same
+precision in the same round. Greedy identity of
 our f32 tokens and llama.cpp's f32 tokens is counted and printed.
 
     python benchmarks/bench_llamacpp.py [--models gpt2,gpt2-medium] [--batch-sizes 4,8,16] [--rounds 3]
@@ -72,6 +73,14 @@ class Contender:
     @property
     def median(self) -> float:
         return statistics.median(self.rates)
+
+    def ratio(self, other: Contender) -> float:
+        """Median over rounds of this contender's tokens/s over ``other``'s in the same round.
+
+        Within a round the two ran minutes apart at most, so a busy neighbour slows both alike; the ratio of
+        the medians would mix rounds with different loads.
+        """
+        return statistics.median(a / b for a, b in zip(self.rates, other.rates, strict=True))
 
 
 def llama_generate(llm, prompts: Sequence[Sequence[int]], max_new_tokens: int, eos_id: int) -> list[list[int]]:
@@ -150,20 +159,21 @@ def run_rounds(contenders: list[Contender], prompts: list[list[int]], rounds: in
     """Every contender over all prompts once per round, the order rotated each round, so noise spreads evenly."""
     for contender in contenders:  # warm-up: first calls allocate buffers and pick kernels
         contender.generate(prompts[: contender.batch])
+    start = time.perf_counter()
     for r in range(rounds):
         shift = r % len(contenders)
         for contender in contenders[shift:] + contenders[:shift]:
             contender.run(prompts)
+        print(f"  round {r + 1}/{rounds} done after {time.perf_counter() - start:.0f} s", flush=True)
 
 
 def table_rows(name: str, contenders: list[Contender]) -> list[list[str]]:
     """One row per contender: tokens/s and its ratios to llama.cpp f32 and to llama.cpp at its own precision."""
     llama = {c.dtype: c for c in contenders if c.engine == "llama.cpp"}
-    reference = llama["f32"].median
     rows = []
     for c in contenders:
         peers = [d for d in LLAMA_HALVES if d in llama] if c.dtype == OUR_HALF else []
-        same_precision = ", ".join(f"{c.median / llama[d].median:.2f}x {d}" for d in peers)
+        same_precision = ", ".join(f"{c.ratio(llama[d]):.2f}x {d}" for d in peers)
         rows.append(
             [
                 name,
@@ -172,7 +182,7 @@ def table_rows(name: str, contenders: list[Contender]) -> list[list[str]]:
                 str(c.batch),
                 f"{c.median:.1f}",
                 f"{min(c.rates):.1f}-{max(c.rates):.1f}",
-                f"{c.median / reference:.2f}x",
+                f"{c.ratio(llama['f32']):.2f}x",
                 same_precision,
             ]
         )
@@ -196,7 +206,7 @@ def verdicts(name: str, contenders: list[Contender]) -> list[str]:
     best = max(ours, key=lambda c: c.median)
     lines = []
     for label, c, target in (("batch 1", single, TARGET_BATCH_1), (f"best, batch {best.batch}", best, TARGET_BATCHED)):
-        ratio = c.median / llama.median
+        ratio = c.ratio(llama)
         lines.append(
             f"  {name}: ours f32 {label} / llama.cpp f32 batch 1 = {ratio:.2f}x "
             f"(target >= {target}x: {'met' if ratio >= target else 'NOT met'})"
