@@ -96,8 +96,11 @@ class CausalSelfAttention(nn.Module):
         self, x: torch.Tensor, attn_mask: torch.Tensor | None, is_causal: bool, cache: KVCache | None
     ) -> torch.Tensor:
         batch, steps, dim = x.shape
-        q, k, v = self.c_attn(x).split(dim, dim=2)
-        q, k, v = (t.view(batch, steps, self.n_heads, dim // self.n_heads).transpose(1, 2) for t in (q, k, v))
+        # [batch, heads, 3, steps, head_dim] views of the fused projection: the same strides as splitting
+        # and transposing each of q, k and v, in three tensor operations instead of ten (at batch 1 each
+        # decoding step is small enough that such per-call overhead shows).
+        qkv = self.c_attn(x).view(batch, steps, 3, self.n_heads, dim // self.n_heads).transpose(1, 3)
+        q, k, v = qkv.unbind(2)
         if cache is not None:
             k, v = cache.append(self.layer, k, v)
         y = F.scaled_dot_product_attention(
@@ -108,8 +111,8 @@ class CausalSelfAttention(nn.Module):
             is_causal=is_causal,
             dropout_p=self.drop_rate if self.training else 0.0,
         )
-        y = y.transpose(1, 2).contiguous().view(batch, steps, dim)
-        return self.resid_drop(self.c_proj(y))
+        y = self.c_proj(y.transpose(1, 2).reshape(batch, steps, dim))
+        return self.resid_drop(y) if self.training else y
 
 
 class MLP(nn.Module):
@@ -120,7 +123,8 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(config.drop_rate)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.c_proj(F.gelu(self.c_fc(x), approximate="tanh")))
+        y = self.c_proj(F.gelu(self.c_fc(x), approximate="tanh"))
+        return self.drop(y) if self.training else y  # dropout is the identity in eval: skip the call
 
 
 class Block(nn.Module):
