@@ -34,7 +34,7 @@ from workbench.backends import (
     resolve_hosts,
     served_everywhere,
 )
-from workbench.backends.pool import Asker, run_pool
+from workbench.backends.pool import Asker, print_batch_outcome, run_pool
 
 PROMPT_STYLES = (*STYLES, "chat")
 DEFAULT_MAX_TOKENS = 256
@@ -220,11 +220,7 @@ def _handle(args: argparse.Namespace) -> int:
         retries=args.retries,
         progress=sys.stderr.isatty(),
     )
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    if summary["run"]["failed"]:
-        print(f"error: {failure_line(summary['run'])}", file=sys.stderr)
-        return 1
-    return 0
+    return print_batch_outcome(summary, format_summary(summary), args.json, failure_line)
 
 
 def add_cli(subparsers) -> None:

@@ -39,7 +39,7 @@ from workbench.backends import (
     resolve_hosts,
     served_everywhere,
 )
-from workbench.backends.pool import Answer, Asker, cap_text, run_pool
+from workbench.backends.pool import Answer, Asker, cap_text, print_batch_outcome, run_pool
 from workbench.judge_prompts import (
     SCORE_MAX,
     SCORE_MIN,
@@ -457,11 +457,7 @@ def _handle(args: argparse.Namespace) -> int:
         judge_name=args.judge_name,
         progress=sys.stderr.isatty(),
     )
-    print(json.dumps(summary, indent=2) if args.json else format_summary(summary))
-    if summary["run"]["failed"]:  # some judged, some not: the summary stands, the command did not succeed
-        print(f"error: {failure_line(summary['run'])}", file=sys.stderr)
-        return 1
-    return 0
+    return print_batch_outcome(summary, format_summary(summary), args.json, failure_line)
 
 
 def add_cli(subparsers) -> None:

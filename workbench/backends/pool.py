@@ -10,7 +10,9 @@ questions in flight.
 from __future__ import annotations
 
 import itertools
+import json
 import logging
+import sys
 import threading
 import time
 from collections import deque
@@ -27,6 +29,16 @@ from workbench.judge_prompts import MalformedAnswer
 MAX_BACKOFF_S = 30.0
 
 logger = logging.getLogger(__name__)
+
+
+def print_batch_outcome(summary: dict, text: str, as_json: bool, failure_line: Callable[[dict], str]) -> int:
+    """Print a batch's summary (``text``, or the JSON), then its failures as one ``error:`` line; the exit code:
+    0 when every question was answered, 1 when some failed (the summary stands, the command did not succeed)."""
+    print(json.dumps(summary, indent=2) if as_json else text)
+    if summary["run"]["failed"]:
+        print(f"error: {failure_line(summary['run'])}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def cap_text(text: str, limit: int = MAX_STORED_REPLY_CHARS) -> str:
