@@ -35,7 +35,7 @@ from trainer.data import (
     load_entries,
     split_entries,
 )
-from trainer.entries import DEFAULT_RESPONSE_KEY
+from trainer.entries import DEFAULT_RESPONSE_KEY, parse_json, read_text
 from trainer.errors import UserError
 from trainer.files import write_atomically
 from trainer.model import GPT, KVCache
@@ -493,13 +493,8 @@ class ResponseFile:
 
 
 def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        where = f"line {exc.lineno} column {exc.colno}"
-        raise UserError(f"{path}: invalid JSON at {where}: {exc.msg}") from exc
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror})") from exc
+    """A JSON file this command wrote (responses, their meta, the run's split), or one line on why not."""
+    return parse_json(path, read_text(path))
 
 
 def _select_split(

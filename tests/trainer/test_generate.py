@@ -286,7 +286,7 @@ def test_cli_bad_inputs(tiny_run, tiny_hf_dir, tmp_path, capsys):
 @pytest.mark.parametrize(
     "content, message",
     [
-        (lambda text: text[:40], "split.json: invalid JSON at line 1"),
+        (lambda text: text[:40], "split.json: malformed JSON at line 1"),
         (lambda text: "[1, 2]", "split.json: not the run's split (expected an object with a 'test' list)"),
     ],
     ids=["truncated", "a list"],
