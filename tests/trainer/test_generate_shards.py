@@ -18,8 +18,11 @@ from trainer.cli import main
 from trainer.shards import Shard, parse_shard
 from workbench import importing, store
 
+SHARD_ERROR = "--shard must be I/N with 1 <= I <= N, e.g. 1/3 for the first of three workers;"
 REPO = Path(__file__).resolve().parents[2]
-DECODING = ["--split", "all", "--max-new-tokens", "4", "--batch-size", "4"]
+# Seeded sampling: each prompt draws from its own generator, so a response depends on neither batch nor shard
+# (greedy decoding of the 4-step tiny run only yields whitespace, which would prove little).
+DECODING = ["--split", "all", "--max-new-tokens", "3", "--batch-size", "8", "--temperature", "1.0", "--seed", "5"]
 # Runs the trainer CLI, and SIGKILLs itself right after the first batch of responses is saved: a worker
 # killed mid-run, at a known point.
 KILLED_AFTER_FIRST_BATCH = """
@@ -75,8 +78,9 @@ def test_three_shards_one_killed_and_rerun_import_as_the_unsharded_run(tiny_run,
     assert main(["generate", "--run", str(tiny_run), "--out", str(whole), *DECODING]) == 0
     capsys.readouterr()
     expected = json.loads(whole.read_text())
+    assert sum(bool(entry["model_response"]) for entry in expected) > len(expected) / 2
     outs = [tmp_path / f"shard-{index}.json" for index in (1, 2, 3)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}  # three workers on two cores
     workers = [
         subprocess.Popen(
             [sys.executable, "-c", KILLED_AFTER_FIRST_BATCH, *_generate_command(tiny_run, out, f"{index}/3")]
@@ -94,14 +98,14 @@ def test_three_shards_one_killed_and_rerun_import_as_the_unsharded_run(tiny_run,
     assert results[1][0] == -signal.SIGKILL, results[1]
 
     share = [[entry for entry in expected if _entry_shard(entry, 3) == index] for index in (1, 2, 3)]
-    assert all(len(entries) > 4 for entries in share)  # every shard has more than one batch
+    assert all(len(entries) > 8 for entries in share)  # every shard has more than one batch
     killed = json.loads(outs[1].read_text())
     killed_meta = json.loads((tmp_path / "shard-2.meta.json").read_text())
-    assert sum("model_response" in entry for entry in killed) == 4  # the first batch survived the kill
+    assert sum("model_response" in entry for entry in killed) == 8  # the first batch survived the kill
     assert (killed_meta["complete"], killed_meta["shard"], killed_meta["entries"]) == (False, "2/3", len(share[1]))
 
     code = main(_generate_command(tiny_run, outs[1], "2/3"))
-    assert code == 0 and f"({len(share[1]) - 4} new)" in capsys.readouterr().err
+    assert code == 0 and f"({len(share[1]) - 8} new)" in capsys.readouterr().err
     for index, out in zip((1, 2, 3), outs, strict=True):
         assert json.loads(out.read_text()) == share[index - 1]  # same entries, same greedy responses, in order
         meta = json.loads(out.with_name(f"shard-{index}.meta.json").read_text())
@@ -123,6 +127,15 @@ def test_three_shards_one_killed_and_rerun_import_as_the_unsharded_run(tiny_run,
     db.close()
     assert _rows(sharded_db) == (items, responses)
 
+    # One JSON file, as --help says: the data file first (its order), the shards, then an export.
+    ordered_db, merged = tmp_path / "ordered.db", tmp_path / "merged.json"
+    for path in (json.loads((tmp_path / "whole.meta.json").read_text())["data"], *outs):
+        assert main_workbench(["import", str(path), "--db", str(ordered_db)]) == 0
+    assert main_workbench(["export", "--db", str(ordered_db), "--format", "json", "--out", str(merged)]) == 0
+    model = json.loads((tmp_path / "whole.meta.json").read_text())["name"]
+    exported = [{**entry, "model_response": entry[model]} for entry in json.loads(merged.read_text())]
+    assert [{key: entry[key] for key in expected[0]} for entry in exported] == expected
+
 
 def main_workbench(argv: list[str]) -> int:
     from workbench.cli import main as workbench_main
@@ -134,7 +147,7 @@ def main_workbench(argv: list[str]) -> int:
 def test_bad_shard_values_are_one_line_and_write_nothing(value, tiny_run, tmp_path, capsys):
     out = tmp_path / "out.json"
     err = one_line_error(capsys, _generate_command(tiny_run, out, value))
-    assert err == f"error: --shard must be I/N with 1 <= I <= N, e.g. 1/3 for the first of three workers; got {value!r}\n"
+    assert err == f"error: {SHARD_ERROR} got {value!r}\n"
     assert list(tmp_path.iterdir()) == []
 
 

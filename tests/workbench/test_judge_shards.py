@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ from workbench.cli import main as workbench_main
 from workbench.judge import run_judge
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ollama_fake import FakeOllama  # noqa: E402
+from ollama_fake import FakeOllama, default_judge  # noqa: E402
 
+SHARD_ERROR = "--shard must be I/N with 1 <= I <= N, e.g. 1/3 for the first of three workers;"
 REPO = Path(__file__).resolve().parents[2]
 # Runs the workbench CLI, and SIGKILLs itself right after its second commit of judge scores: a worker killed
 # mid-run, at a known point (with --concurrency 1 nothing else is in flight then).
@@ -46,6 +48,24 @@ def _item_shard(item_id: str, count: int) -> int:
     return int(hashlib.sha256(item_id.encode()).hexdigest(), 16) % count + 1
 
 
+class Rendezvous:
+    """A judge that holds each shard's first question until every shard has asked one: proof that the workers
+    ran at once, not one after another."""
+
+    def __init__(self, shard_of_text: dict[str, int], count: int) -> None:
+        self.shard_of_text, self.count = shard_of_text, count
+        self.seen: set[int] = set()
+        self.lock, self.everyone_asked = threading.Lock(), threading.Event()
+
+    def __call__(self, chat: dict) -> dict:
+        with self.lock:
+            self.seen.add(self.shard_of_text[chat["responses"][0]])
+            if len(self.seen) == self.count:
+                self.everyone_asked.set()
+        self.everyone_asked.wait(timeout=60)
+        return default_judge(chat)
+
+
 def _scores(db_file: Path) -> list[tuple]:
     """Every stored judge answer: (judge, model, item, repeat, score, error)."""
     db = store.open_db(db_file)
@@ -64,14 +84,17 @@ def test_three_concurrent_shards_one_killed_and_rerun_equal_one_unsharded_run(db
     whole = tmp_path / "whole.db"
     shutil.copyfile(db_path, whole)
     db = store.open_db(db_path)
+    shard_of_text = {row["text"]: _item_shard(row["item_id"], 3) for row in store.response_rows(db)}
     item_ids = [row[0] for row in db.execute("SELECT id FROM items ORDER BY position")]
     db.close()
     share = [[i for i in item_ids if _item_shard(i, 3) == index] for index in (1, 2, 3)]
     assert min(map(len, share)) >= 3  # the killed worker has work left after two commits
+    with FakeOllama() as plain:
+        run_judge(whole, "judge", host=plain.url, progress=False)
+    unsharded_requests = len(plain.chats)
 
-    with FakeOllama(delay_s=0.05) as fake:
-        run_judge(whole, "judge", host=fake.url, progress=False)
-        unsharded_requests = len(fake.chats)
+    rendezvous = Rendezvous(shard_of_text, 3)
+    with FakeOllama(delay_s=0.02, judge=rendezvous) as fake:
         argv = ["judge", "--db", str(db_path), "--judge-model", "judge", "--host", fake.url, "--json"]
         argv += ["--concurrency", "1"]
         start = {2: [sys.executable, "-c", KILLED_AFTER_TWO_SAVES]}
@@ -88,14 +111,15 @@ def test_three_concurrent_shards_one_killed_and_rerun_equal_one_unsharded_run(db
         ]
         outputs = [worker.communicate(timeout=120) for worker in workers]
         assert [worker.returncode for worker in workers] == [0, -signal.SIGKILL, 0], outputs
+        assert rendezvous.everyone_asked.is_set()  # the three shards had questions open at the same time
         summaries = {index: json.loads(outputs[index - 1][0]) for index in (1, 3)}
         # shards 1 and 3 finished; shard 2 kept its two commits (one answer each at concurrency 1)
         assert len(_scores(db_path)) == 2 * (len(share[0]) + len(share[2])) + 2
 
         assert workbench_main([*argv, "--shard", "2/3"]) == 0
         summaries[2] = json.loads(capsys.readouterr().out)
-    assert fake.violations == []
-    assert len(fake.chats) == 2 * unsharded_requests  # every response asked exactly once by the shards
+    assert fake.violations == [] and plain.violations == []
+    assert len(fake.chats) == unsharded_requests  # every response asked exactly once by the shards
     stored = _scores(db_path)
     assert stored == _scores(whole)  # one judge, the same answers: nothing doubled or lost
     assert len(stored) == sum(map(len, TEXTS.values()))
@@ -119,5 +143,5 @@ def test_bad_shard_values_are_one_line_and_leave_the_store_unchanged(value, db_p
     )
     err = capsys.readouterr().err
     assert code == 2
-    assert err == f"error: --shard must be I/N with 1 <= I <= N, e.g. 1/3 for the first of three workers; got {value!r}\n"
+    assert err == f"error: {SHARD_ERROR} got {value!r}\n"
     assert {path.name: path.read_bytes() for path in db_path.parent.iterdir()} == before
