@@ -18,7 +18,7 @@ import pytest
 from tests.workbench.test_judge import make_db
 from workbench import store
 from workbench.cli import main as workbench_main
-from workbench.judge import run_judge
+from workbench.judge import format_summary, run_judge
 
 sys.path.insert(0, str(Path(__file__).parent))
 from ollama_fake import FakeOllama, default_judge  # noqa: E402
@@ -145,3 +145,30 @@ def test_bad_shard_values_are_one_line_and_leave_the_store_unchanged(value, db_p
     assert code == 2
     assert err == f"error: {SHARD_ERROR} got {value!r}\n"
     assert {path.name: path.read_bytes() for path in db_path.parent.iterdir()} == before
+
+
+def test_pairwise_shards_split_the_items_and_add_up_to_the_unsharded_verdicts(db_path, tmp_path):
+    make_db(db_path, {"a": [f"a{'!' * i}" for i in range(8)], "b": [f"bb{'?' * (7 - i)}" for i in range(8)]})
+    whole = tmp_path / "whole.db"
+    shutil.copyfile(db_path, whole)
+    with FakeOllama() as fake:
+        settings = {"host": fake.url, "mode": "pairwise", "response_keys": ["a", "b"], "progress": False}
+        expected = run_judge(whole, "judge", **settings)
+        halves = [run_judge(db_path, "judge", shard=f"{index}/2", **settings) for index in (1, 2)]
+    assert fake.violations == []
+    assert [half["run"]["pending"] for half in halves] == [
+        sum(_item_shard(item, 2) == index for item in _item_ids(db_path)) for index in (1, 2)
+    ]
+    assert sum(half["run"]["pending"] for half in halves) == expected["run"]["pending"] == 8
+    assert halves[1]["pairwise"] == expected["pairwise"]  # after the second half the store holds every verdict
+    assert (
+        len(fake.chats) == 2 * 2 * 8
+    )  # both orders of each item, asked once by the unsharded run and once by the shards
+    assert "shard 2/2" in format_summary(halves[1]).splitlines()[0]
+
+
+def _item_ids(db_file: Path) -> list[str]:
+    db = store.open_db(db_file)
+    ids = [row[0] for row in db.execute("SELECT id FROM items")]
+    db.close()
+    return ids
