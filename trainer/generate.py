@@ -39,6 +39,7 @@ from trainer.entries import DEFAULT_RESPONSE_KEY, parse_json, read_text
 from trainer.errors import UserError
 from trainer.files import write_atomically
 from trainer.model import GPT, KVCache
+from trainer.shards import SHARD_HELP, Shard, parse_shard
 from trainer.tokenizer import END_OF_TEXT_ID, get_tokenizer
 from trainer.train import pick_device
 
@@ -322,14 +323,18 @@ def generate_file(
     seed: int | None = None,
     device: str = "auto",
     tokenizer_file: str | None = None,
+    shard: str | Shard | None = None,
     progress: bool = True,
 ) -> Path:
     """Write the responses of a run's model (or of pretrained ``weights``) to ``out``; resume a partial file.
 
     ``out`` holds the selected entries with the response under ``response_key``, beside any other model's
     responses already in it; ``out.meta.json`` records the model, checkpoint, data and decoding settings.
-    Returns the path of ``out``.
+    With a ``shard`` (``"I/N"``) only the split's entries of that shard are answered (see
+    :func:`entry_identity`), so N workers can share a split; each writes its own ``out``, and importing all of
+    them into the workbench gives what one unsharded run gives. Returns the path of ``out``.
     """
+    shard = parse_shard(shard)
     if (run is None) == (weights is None):
         raise UserError("give either --run RUN_DIR or --weights NAME|DIR")
     if split not in SPLITS:
@@ -363,6 +368,12 @@ def generate_file(
     data = Path(data).resolve()
     entries, data_sha256 = load_entries(data), file_sha256(data)
     file_indices = _select_split(entries, data, data_sha256, split, run, run_config)
+    if shard is not None:
+        in_split, file_indices = len(file_indices), [i for i in file_indices if shard.holds(entry_identity(entries[i]))]
+        if not file_indices:
+            raise UserError(
+                f"shard {shard} holds none of the {in_split} entries of the {split} split; use fewer shards"
+            )
     selected = [entries[i] for i in file_indices]
     record = {
         **source,
@@ -371,6 +382,7 @@ def generate_file(
         "split": split,
         "data": str(data),
         "data_sha256": data_sha256,
+        "shard": None if shard is None else str(shard),
         "decoding": {
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
@@ -427,7 +439,7 @@ class ResponseFile:
     when its record matches this generation's settings; otherwise it is refused rather than overwritten.
     """
 
-    IDENTITY = ("run", "model_name", "checkpoint", "weights", "style", "split", "data_sha256", "decoding")
+    IDENTITY = ("run", "model_name", "checkpoint", "weights", "style", "split", "data_sha256", "shard", "decoding")
 
     def __init__(self, path: Path, entries: list[dict], record: dict):
         if path.exists() and not path.is_file():  # a folder, or a device such as /dev/full that reads forever
@@ -490,6 +502,12 @@ class ResponseFile:
             raise UserError(f"{self.path}: cannot write (its folder: {exc.strerror or exc})") from exc
         for path, data in ((self.path, self.entries), (self.meta_path, meta)):
             write_atomically(path, json.dumps(data, indent=4, ensure_ascii=False) + "\n")
+
+
+def entry_identity(entry: dict) -> str:
+    """What decides an entry's shard: its instruction and input. Entries repeated in a file (same instruction
+    and input) fall in one shard, so the workbench numbers their occurrences as it would in the whole file."""
+    return f"{entry['instruction']}\x1f{entry.get('input', '')}"
 
 
 def _read_json(path: Path):
@@ -563,6 +581,13 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--seed", type=int, help="sampling seed (random and recorded when not given)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, mps (default: auto)")
     parser.add_argument("--tokenizer-file", help="tiktoken ranks file for offline use")
+    parser.add_argument(
+        "--shard",
+        metavar="I/N",
+        help=f"{SHARD_HELP} (an entry's identity: its instruction and input). Give each worker its own --out; "
+        "`workbench import` each file into one store to merge them. For one JSON file, import the data file "
+        "first (its order is kept), then the shards, then `workbench export --format json`",
+    )
     parser.set_defaults(func=_run_cli)
 
 
@@ -584,4 +609,5 @@ def _run_cli(args: argparse.Namespace) -> None:
         seed=args.seed,
         device=args.device,
         tokenizer_file=args.tokenizer_file,
+        shard=args.shard,
     )

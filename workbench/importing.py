@@ -224,6 +224,12 @@ def _generation_dataset(meta: dict, path: Path) -> str:
     return Path(data).stem if isinstance(data, str) and data else path.stem
 
 
+# Fields of a generation record about one output file rather than the model: which shard it is and how far it
+# got. Left out of the model's config, so the shards of one generation describe their model alike and
+# importing them again changes nothing.
+PER_FILE_FIELDS = ("responses", "shard", "entries", "responses_done", "complete", "created_at", "finished_at")
+
+
 def _model_sources(meta: dict | None, extra_keys: list[str]) -> list[_ModelSource]:
     """One model per response key. A key described in the trainer's meta file is the model's name when the
     user chose it (``generate --response-key tiny-sft``); under the generator's default key the model is named
@@ -244,7 +250,7 @@ def _model_sources(meta: dict | None, extra_keys: list[str]) -> list[_ModelSourc
                 name,
                 kind="run" if record.get("run") else "hf",
                 run_dir=record.get("run"),
-                config={k: v for k, v in record.items() if k != "responses"},
+                config={k: v for k, v in record.items() if k not in PER_FILE_FIELDS},
                 decoding=record.get("decoding"),
             )
         )

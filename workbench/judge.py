@@ -8,6 +8,10 @@ cache key, so a rerun only asks for what is missing and a changed model or promp
 twice with the answers swapped. Several servers (--base-url, repeated) share the work; a server that stops
 answering hands its questions to the others.
 
+Several machines or processes share a batch with --shard I/N: each judges the items whose SHA-256 of their
+stable item id, modulo N, is I-1, and writes into the same database file (SQLite's WAL journal and a busy
+timeout queue their commits); a killed shard rerun with the same --shard asks only for what it lost.
+
 Exit status: 0 when every question was answered; 1 when some failed (the summary is printed, then one
 `error:` line with the count and the first failure); 2 when all failed or the input is wrong (one `error:`
 line only). Failed questions are stored with their error and asked again by the next run.
@@ -30,6 +34,7 @@ from scipy.optimize import minimize
 from scipy.special import expit
 
 from trainer.errors import UserError
+from trainer.shards import SHARD_HELP, Shard, parse_shard
 from workbench import store
 from workbench.backends import (
     Backend,
@@ -290,13 +295,17 @@ def run_judge(
     judge_name: str | None = None,
     backoff_s: float = 0.5,
     max_tokens: int | None = None,
+    shard: str | Shard | None = None,
     progress: bool = True,
 ) -> dict:
     """Judge every response (score mode) or item pair (pairwise mode) that this judge has not answered yet,
     store each answer as it arrives, and return a summary of everything the judge has stored. ``host`` is one
     server or several sharing the work (``concurrency`` requests in flight on each). When every question of
     the batch failed (server errors, runaway replies...) the failures are stored and a UserError says how many
-    and the first reason; a partial failure is in the summary's ``run`` (``failed``, ``first_error``)."""
+    and the first reason; a partial failure is in the summary's ``run`` (``failed``, ``first_error``).
+    With a ``shard`` (``"I/N"``) only that shard's items are asked (the summary still covers everything the
+    judge stored); N processes with shards 1/N..N/N, at once on one database, do the whole batch."""
+    shard = parse_shard(shard)
     check_request_options(concurrency, retries, timeout, repeats=repeats, limit=limit, max_tokens=max_tokens)
     if backend == "ollama" and judge_revision is not None:
         raise UserError("--judge-revision is for --backend openai; Ollama reports each model's digest itself")
@@ -343,6 +352,8 @@ def run_judge(
                 limit=limit,
             )
             task, save = _pairwise_task, store.save_judge_pairwise
+        if shard is not None:
+            work = [unit for unit in work if shard.holds(unit["item_id"])]
         run = run_pool(
             work,
             servers,
@@ -371,6 +382,7 @@ def run_judge(
         "template_hash": prompt.template_hash,
         "mode": mode,
         "hosts": [server.url for server in servers],
+        "shard": None if shard is None else str(shard),
         "structured_output": servers[0].output_format,
         "run": run,
         **results,
@@ -396,7 +408,7 @@ def format_summary(summary: dict) -> str:
     run = summary["run"]
     lines = [
         f"judge {summary['judge']} ({summary['judge_model']}, digest {summary['digest'][:19] or '?'}, "
-        f"template {summary['template_hash'][:12]})",
+        f"template {summary['template_hash'][:12]})" + (f", shard {summary['shard']}" if summary["shard"] else ""),
         f"this run: {run['judged']} judged, {run['failed']} of {run['pending']} failed, {run['requests']} requests in "
         f"{run['elapsed_s']:.1f} s" + (f" ({run['items_per_s']:.2f} items/s)" if run["items_per_s"] else ""),
     ]
@@ -455,6 +467,7 @@ def _handle(args: argparse.Namespace) -> int:
         retries=args.retries,
         seed=args.seed,
         judge_name=args.judge_name,
+        shard=args.shard,
         progress=sys.stderr.isatty(),
     )
     return print_batch_outcome(summary, format_summary(summary), args.json, failure_line)
@@ -501,5 +514,6 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--max-tokens", type=int, help="cap on each reply's tokens (default: the server's)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"judge seed (default: {DEFAULT_SEED})")
     parser.add_argument("--judge-name", help="name of the judge in the store (default: MODEL/MODE/KEY-HASH)")
+    parser.add_argument("--shard", metavar="I/N", help=f"{SHARD_HELP} (an item's identity: its stable item id)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(func=_handle)
