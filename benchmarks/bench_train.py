@@ -10,8 +10,9 @@ the targets (fp32 >= 1.0x transformers with MFU >= 60 %; bf16 >= 1.8x the naive 
 
 With ``--nproc N`` it measures scaling instead: the same training step (our model, DDP, or FSDP2 with
 ``--fsdp``) under ``torchrun`` with 1 and then N processes on this machine, each process on its own batch
-(weak scaling), and prints tokens/s per process and the scaling efficiency (N-process tokens/s per process
-over the 1-process tokens/s). ``--threads`` sets each process's CPU threads.
+(weak scaling; the 1-process baseline is the plain model), and prints tokens/s per process and the scaling
+efficiency (N-process tokens/s per process over the 1-process tokens/s). ``--threads`` sets each process's
+CPU threads.
 
     python benchmarks/bench_train.py --nproc 2 [--model gpt2] [--fsdp] [--threads 1] [--device cpu]
 """
