@@ -22,7 +22,7 @@ from tests.trainer.test_train import files_of, read_metrics
 from trainer.checkpoint import load_run_model
 from trainer.errors import UserError
 from trainer.generate import generate_tokens
-from trainer.model import GPT
+from trainer.model import CONFIGS, GPT
 from trainer.train import finetune
 
 pytestmark = pytest.mark.slow
@@ -147,3 +147,26 @@ def test_fsdp_needs_several_processes(tmp_path, sample_data):
     with pytest.raises(UserError, match="--fsdp shards the model across processes: launch it with torchrun"):
         finetune(data=sample_data, out=tmp_path / "run", fsdp=True, progress=False, **ONE_PROCESS)
     assert not (tmp_path / "run").exists()
+
+
+def test_a_run_saved_with_positional_optimizer_state_still_resumes(tmp_path, tiny_run, sample_data):
+    """Runs made before states were keyed by parameter names (``optimizer.state_dict()``) resume the same."""
+    settings = {"model": "tiny", "max_steps": 6, "batch_size": 4, "lr": 1e-3, "eval_every": 2, "eval_batches": 1}
+    settings |= {"device": "cpu", "progress": False, "resume": True}
+    by_name, by_position = tmp_path / "by-name", tmp_path / "by-position"
+    shutil.copytree(tiny_run, by_name)
+    shutil.copytree(tiny_run, by_position)
+    state_file = by_position / "last" / "state.pt"
+    state = torch.load(state_file, weights_only=True)
+    position = {name: index for index, (name, _) in enumerate(GPT(CONFIGS["tiny"]).named_parameters())}
+    optimizer = state["optimizer"]
+    state["optimizer"] = {
+        "state": {position[name]: value for name, value in optimizer["state"].items()},
+        "param_groups": [
+            {**group, "params": [position[name] for name in group["params"]]} for group in optimizer["param_groups"]
+        ],
+    }
+    torch.save(state, state_file)
+    finetune(data=sample_data, out=by_name, **settings)
+    finetune(data=sample_data, out=by_position, **settings)
+    assert_same_curve(read_metrics(by_position), read_metrics(by_name), tolerance=0.0)
