@@ -1,7 +1,8 @@
 """Scale-out: two torchrun "nodes" on 127.0.0.1, resume with another number of processes, FSDP2 sharding.
 
 Every run here has the same global batch (4 sequences a step) and is compared step by step with one process
-doing the same work through gradient accumulation: the losses after each step (evaluated on fixed batches)
+doing the same work through gradient accumulation (3 evaluation batches: one process of two runs one more, so a
+sharded model's collective forwards must still line up): the losses after each step (evaluated on fixed batches)
 must agree to float tolerance, which holds only if every process trained on the right data with the right
 gradient scale.
 """
@@ -30,9 +31,9 @@ pytestmark = pytest.mark.slow
 STEPS = 2  # the multi-process runs stop here; one process resumes them to REFERENCE_STEPS
 REFERENCE_STEPS = 4
 # One process: 2 sequences x 2 micro-batches. Two processes: 2 sequences each, one micro-batch.
-ONE_PROCESS = {"model": "tiny", "batch_size": 2, "grad_accum": 2, "eval_batches": 2, "lr": 1e-3, "device": "cpu"}
+ONE_PROCESS = {"model": "tiny", "batch_size": 2, "grad_accum": 2, "eval_batches": 3, "lr": 1e-3, "device": "cpu"}
 QUIET = {**ONE_PROCESS, "progress": False}
-CLI_ARGS = ["--model", "tiny", "--batch-size", "2", "--grad-accum", "1", "--eval-batches", "2", "--lr", "1e-3"]
+CLI_ARGS = ["--model", "tiny", "--batch-size", "2", "--grad-accum", "1", "--eval-batches", "3", "--lr", "1e-3"]
 CLI_ARGS += ["--device", "cpu", "--eval-every", "1", "--max-steps", str(STEPS)]
 RUN_FILES = {"config.json", "split.json", "metrics.jsonl", "train.log", "loss.png"}
 RUN_FILES |= {f"{folder}/{name}" for folder in ("best", "last") for name in ("model.safetensors", "config.json")}
