@@ -7,13 +7,25 @@ the matmul peak (MFU's denominator) is re-measured right before every step. Repo
 the targets (fp32 >= 1.0x transformers with MFU >= 60 %; bf16 >= 1.8x the naive fp32 model).
 
     python benchmarks/bench_train.py [--steps 5] [--batch-size 8] [--seq-len 128] [--device cpu]
+
+With ``--nproc N`` it measures scaling instead: the same training step (our model, DDP, or FSDP2 with
+``--fsdp``) under ``torchrun`` with 1 and then N processes on this machine, each process on its own batch
+(weak scaling; the 1-process baseline is the plain model), and prints tokens/s per process and the scaling
+efficiency (N-process tokens/s per process over the 1-process tokens/s). ``--threads`` sets each process's
+CPU threads.
+
+    python benchmarks/bench_train.py --nproc 2 [--model gpt2] [--fsdp] [--threads 1] [--device cpu]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,8 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainer.distributed import Distributed, wrap
 from trainer.model import CONFIGS, GPT
-from trainer.train import loss_on_batch
+from trainer.train import loss_on_batch, pick_device
 
 # --- the naive variant: the book's chapter 4 model (explicit masked softmax attention, untied head) --------
 
@@ -198,13 +211,81 @@ def matmul_peak(dtype: torch.dtype, device: torch.device, size: int = 2048, repe
     return 2 * size**3 / best
 
 
+# --- scaling over processes ----------------------------------------------------------------------------------
+
+
+def scaling_worker(args: argparse.Namespace) -> None:
+    """One torchrun process: train ``args.model`` on random batches; rank 0 prints its median step time."""
+    dist_info, device = Distributed.from_environment(pick_device(args.device))
+    config = CONFIGS[args.model]
+    torch.manual_seed(0)
+    network = GPT(config).to(device).train()
+    model = wrap(network, dist_info, device, args.fsdp and dist_info.world_size > 1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-5, weight_decay=0.1, foreach=device.type != "cuda")
+    generator = torch.Generator().manual_seed(dist_info.rank)  # each process its own batch, as in training
+    batch = torch.randint(0, config.vocab_size, (args.batch_size, args.seq_len + 1), generator=generator).to(device)
+    seconds = []
+    for step in range(args.steps + 1):  # step 0 warms up
+        start = time.perf_counter()
+        loss_on_batch(model, batch[:, :-1], batch[:, 1:]).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if step > 0:
+            seconds.append(time.perf_counter() - start)
+    times = torch.tensor([statistics.median(seconds)], dtype=torch.float64, device=device)
+    if dist_info.world_size > 1:  # a step ends when the slowest process is done: gradients are synchronised
+        torch.distributed.all_reduce(times, op=torch.distributed.ReduceOp.MAX)
+    if dist_info.is_main:
+        print(json.dumps({"processes": dist_info.world_size, "seconds_per_step": times.item()}), flush=True)
+    dist_info.close()
+
+
+def run_scaling(args: argparse.Namespace) -> None:
+    """Launch the worker with 1 and ``args.nproc`` processes; print tokens/s per process and the efficiency."""
+    tokens = args.batch_size * args.seq_len
+    print(
+        f"torch {torch.__version__}, model {args.model}, {'FSDP2' if args.fsdp else 'DDP'}, device {args.device}, "
+        f"batch {args.batch_size} x {args.seq_len} per process, {args.threads} threads per process"
+    )
+    worker = [sys.executable, os.path.abspath(__file__), "--worker", "--model", args.model, "--device", args.device]
+    worker += ["--steps", str(args.steps), "--batch-size", str(args.batch_size), "--seq-len", str(args.seq_len)]
+    worker += ["--fsdp"] if args.fsdp else []
+    per_process = {}
+    for processes in (1, args.nproc):
+        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes)]
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        result = subprocess.run(command + worker[1:], capture_output=True, text=True, env=env, check=False)
+        if result.returncode != 0:
+            sys.exit(f"{processes} processes failed:\n{result.stderr[-3000:]}")
+        measured = json.loads(result.stdout.strip().splitlines()[-1])
+        per_process[processes] = tokens / measured["seconds_per_step"]
+        print(
+            f"{processes} process{'es' if processes > 1 else ''}: {per_process[processes]:.1f} tokens/s per process, "
+            f"{per_process[processes] * processes:.1f} in all ({measured['seconds_per_step']:.3f} s/step)",
+            flush=True,
+        )
+    efficiency = per_process[args.nproc] / per_process[1]
+    print(f"scaling efficiency at {args.nproc} processes: {efficiency:.1%} (tokens/s per process, against 1 process)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="measured steps per contender (after 1 warm-up)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--nproc", type=int, help="compare training at 1 and this many processes (torchrun)")
+    parser.add_argument("--model", default="gpt2", choices=tuple(CONFIGS), help="model shape for --nproc")
+    parser.add_argument("--fsdp", action="store_true", help="with --nproc: shard with FSDP2 instead of DDP")
+    parser.add_argument("--threads", type=int, default=1, help="with --nproc: CPU threads per process")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return scaling_worker(args)
+    if args.nproc:
+        return run_scaling(args)
     device = torch.device(args.device)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "

@@ -28,15 +28,19 @@ CHECKPOINTS = ("best", "last")
 RESUME_KEYS = {"optimizer", "progress", "torch_rng"}  # what the trainer saves in state.pt
 
 
-def save_checkpoint(model: GPT, folder: str | os.PathLike, state: dict | None = None) -> Path:
-    """Write the model (and the resume ``state``, if given) to ``folder``, replacing it atomically."""
+def save_checkpoint(
+    config: GPTConfig, weights: dict[str, torch.Tensor], folder: str | os.PathLike, state: dict | None = None
+) -> Path:
+    """Write a model's full ``weights`` (and the resume ``state``, if given) to ``folder``, replacing it atomically.
+
+    ``weights`` are named as ``GPT.state_dict()`` names them (gathered first when the model is sharded)."""
     folder = Path(folder)
     staging, previous = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in model.state_dict().items() if name != TIED_HEAD}
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in weights.items() if name != TIED_HEAD}
     save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
-    (staging / CONFIG_FILE).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+    (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     if state is not None:
         torch.save(state, staging / STATE_FILE)
     if folder.exists():

@@ -3,7 +3,12 @@
 The loss is the book's: cross entropy over next-token targets, ignoring ``-100``. Around it: AdamW on the
 foreach/fused path, periodic train/validation loss, early stopping, ``best``/``last`` checkpoints, resume
 after a crash with the same data order and RNG, gradient accumulation and clipping, bf16 autocast, and
-DistributedDataParallel when launched by ``torchrun``.
+DistributedDataParallel or FSDP2 sharding when launched by ``torchrun`` on one machine or several.
+
+A step is one global batch: ``batch size x grad accum x processes`` sequences, the next ones of the epoch's
+seeded order, and its loss is the mean over all their target tokens. So the data and the updates of a step do
+not depend on how many processes share it, and a run can be resumed with another number of processes as long
+as that product stays the same (it is refused otherwise: the steps would cover other data).
 """
 
 from __future__ import annotations
@@ -21,10 +26,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from trainer import checkpoint as ckpt
@@ -38,6 +40,15 @@ from trainer.data import (
     load_entries,
     split_entries,
 )
+from trainer.distributed import (
+    Distributed,
+    full_optimizer_state,
+    full_weights,
+    gradient_sync,
+    is_sharded,
+    load_optimizer_state,
+    wrap,
+)
 from trainer.errors import UserError
 from trainer.files import write_atomically
 from trainer.model import CONFIGS, GPT
@@ -47,7 +58,7 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 # Settings that shape the loss curve: resuming with any of them changed would splice two different runs.
 RESUME_IDENTITY = ("model_name", "model", "weights", "style", "data_sha256", "mask_prompt", "seed", "split")
-TRAIN_IDENTITY = ("batch_size", "grad_accum", "lr", "weight_decay", "max_length", "world_size")
+TRAIN_IDENTITY = ("lr", "weight_decay", "max_length")  # and the global batch, checked on its own
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -61,44 +72,13 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def loss_on_batch(model, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross entropy over the targets that are not ``IGNORE_INDEX`` (the book's ``calc_loss_batch``)."""
+def loss_on_batch(model, inputs: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Mean (or ``sum``) cross entropy over the targets that are not ``IGNORE_INDEX`` (the book's
+    ``calc_loss_batch``)."""
     logits = model(inputs)
-    return F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX)
-
-
-@dataclass
-class Distributed:
-    """This process's place in a ``torchrun`` job (rank 0 of 1 when run alone)."""
-
-    rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @classmethod
-    def from_environment(cls, device_name: str) -> tuple[Distributed, torch.device]:
-        """Join the process group when launched by ``torchrun`` (nccl on CUDA, gloo on CPU)."""
-        world_size = int(os.environ.get("WORLD_SIZE", "1"))
-        if world_size == 1:
-            return cls(), pick_device(device_name)
-        rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-        device = pick_device(device_name)
-        if device.type == "cuda":
-            device = torch.device("cuda", local_rank)
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-        return cls(rank, world_size), device
-
-    def sum(self, values: list[float], device: torch.device) -> list[float]:
-        if self.world_size == 1:
-            return values
-        tensor = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(tensor)
-        return tensor.tolist()
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX, reduction=reduction
+    )
 
 
 @dataclass
@@ -131,19 +111,38 @@ def _build_model(model_name: str, weights: str | None, device: torch.device) -> 
     return model.train(), source
 
 
-def _batches(dataset_size: int, batch_size: int, seed: int, epoch: int, dist_info: Distributed) -> list[list[int]]:
-    """This rank's batches of one epoch: a seeded permutation shared out to ranks; partial batch dropped."""
-    sampler = DistributedSampler(
-        range(dataset_size),
-        num_replicas=dist_info.world_size,
-        rank=dist_info.rank,
-        shuffle=True,
-        seed=seed,
-        drop_last=True,
+def _step_batches(dataset_size: int, hp: dict, seed: int, epoch: int, dist_info: Distributed) -> list[list[list[int]]]:
+    """This rank's micro-batches for every step of one epoch; a last partial global batch is dropped.
+
+    Step ``s`` takes entries ``s x global batch`` onwards of the epoch's seeded permutation (the order
+    DistributedSampler gives one process), and rank ``r`` the ``r``-th consecutive share of them: the same
+    entries make a step whatever the number of processes."""
+    order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+    batch_size, share = hp["batch_size"], hp["batch_size"] * hp["grad_accum"]
+    steps = []
+    for start in range(0, dataset_size - hp["global_batch"] + 1, hp["global_batch"]):
+        mine = order[start + dist_info.rank * share : start + (dist_info.rank + 1) * share]
+        steps.append([mine[i : i + batch_size] for i in range(0, share, batch_size)])
+    return steps
+
+
+def _processes(count: int) -> str:
+    return f"{count} process{'es' if count > 1 else ''}"
+
+
+def _check_global_batch(config_file: Path, old: dict, new: dict) -> None:
+    """Resuming with another number of processes is fine, with another global batch it is another run."""
+    old_global = old["batch_size"] * old["grad_accum"] * old["world_size"]
+    if old_global == new["global_batch"]:
+        return
+    per_micro_batch = new["batch_size"] * new["world_size"]
+    hint = f", e.g. --grad-accum {old_global // per_micro_batch}" if old_global % per_micro_batch == 0 else ""
+    raise UserError(
+        f"{config_file}: cannot resume with a global batch of {new['global_batch']} sequences a step (batch size "
+        f"{new['batch_size']} x grad accum {new['grad_accum']} x {_processes(new['world_size'])}): the run was "
+        f"made with {old_global} ({old['batch_size']} x {old['grad_accum']} x {_processes(old['world_size'])}); "
+        f"keep the product at {old_global}{hint}"
     )
-    sampler.set_epoch(epoch)
-    order = list(sampler)
-    return [order[i : i + batch_size] for i in range(0, len(order) - batch_size + 1, batch_size)]
 
 
 def _write_plot(run_dir: Path, history: list[dict]) -> None:
@@ -192,6 +191,7 @@ def _prepare_run(run_dir: Path, run_config: dict, resume: bool) -> dict | None:
     changed += [f"train.{key}" for key in TRAIN_IDENTITY if old["train"].get(key) != run_config["train"][key]]
     if changed:
         raise UserError(f"{existing}: cannot resume, the run was made with different {', '.join(changed)}")
+    _check_global_batch(existing, old["train"], run_config["train"])
     return old
 
 
@@ -258,6 +258,7 @@ def finetune(
     grad_accum: int = 1,
     grad_clip: float | None = 1.0,
     bf16: bool = False,
+    fsdp: bool = False,
     device: str = "auto",
     max_length: int | None = None,
     tokenizer_file: str | None = None,
@@ -270,10 +271,13 @@ def finetune(
     ``weights``: ``random``, a model name or a Hugging Face-layout folder (default: pretrained for gpt2*,
     random for tiny). ``patience`` stops after that many evaluations without a better validation loss.
     ``eval_batches`` limits each evaluation to that many batches per split (None: all). Under ``torchrun``
-    every process trains on its share of each batch and only rank 0 writes.
+    every process trains on its share of each global batch and only global rank 0 writes; ``fsdp`` shards
+    weights, gradients and optimizer state across the processes instead of copying them to each.
     """
     _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
-    dist_info, torch_device = Distributed.from_environment(device)
+    dist_info, torch_device = Distributed.from_environment(pick_device(device))
+    if fsdp and dist_info.world_size == 1:
+        raise UserError("--fsdp shards the model across processes: launch it with torchrun and 2 or more processes")
     data_path, run_dir = Path(data).resolve(), Path(out).resolve()
     entries = load_entries(data_path)
     split = split_entries(entries, seed=shuffle_seed)
@@ -284,7 +288,9 @@ def finetune(
     network, weights_source = _build_model(model, weights, torch_device)
     max_length = max_length or network.config.context_length
     train_set, val_set = (InstructionDataset(part, tokenizer, style) for part in (split.train, split.val))
-    steps_per_epoch = len(_batches(len(train_set), batch_size, seed, 0, dist_info)) // grad_accum
+    global_batch = batch_size * grad_accum * dist_info.world_size
+    hp = {"batch_size": batch_size, "grad_accum": grad_accum, "global_batch": global_batch}
+    steps_per_epoch = len(_step_batches(len(train_set), hp, seed, 0, dist_info))
     if steps_per_epoch == 0:
         raise UserError(
             f"{data_path}: the train split has {len(train_set)} entries, fewer than one step needs "
@@ -317,27 +323,34 @@ def finetune(
             "eval_every": eval_every,
             "eval_batches": eval_batches,
             "grad_accum": grad_accum,
+            "global_batch": global_batch,
             "grad_clip": grad_clip,
             "bf16": bf16,
             "max_length": max_length,
             "world_size": dist_info.world_size,
+            "fsdp": fsdp,
             "device": torch_device.type,
         },
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
-    previous_config = _prepare_run(run_dir, run_config, resume) if dist_info.is_main else None
-    if dist_info.world_size > 1:
-        dist.barrier()  # rank 0 has checked the folder before anyone reads a checkpoint from it
+    previous_config = None
+    if dist_info.is_main:
+        previous_config = _prepare_run(run_dir, run_config, resume)
+        if resume:
+            ckpt.has_training_state(run_dir / "last")  # finishes a swap a kill interrupted, before others look
+    dist_info.barrier()  # rank 0 has checked the folder before anyone reads a checkpoint from it
+    resumable = resume and ckpt.has_training_state(run_dir / "last")
+    saved_state = _restore_weights(run_dir, network, torch_device) if resumable else None
+    model = wrap(network, dist_info, torch_device, fsdp)
     optimizer = torch.optim.AdamW(
-        network.parameters(),
+        model.parameters(),
         lr=lr,
         weight_decay=weight_decay,
         **({"fused": True} if torch_device.type == "cuda" else {"foreach": True}),
     )
     state = Progress()
-    resumable = resume and ckpt.has_training_state(run_dir / "last")
-    if resumable:
-        state = _restore(run_dir, network, optimizer, torch_device)
+    if saved_state is not None:
+        state = _restore_training(saved_state, network, optimizer, torch_device)
     log_handler = None
     if dist_info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -361,6 +374,7 @@ def finetune(
         )
     trainer = _Loop(
         network=network,
+        model=model,
         optimizer=optimizer,
         run_dir=run_dir,
         run_config=run_config,
@@ -378,8 +392,7 @@ def finetune(
         if log_handler is not None:
             logger.removeHandler(log_handler)
             log_handler.close()
-        if dist_info.world_size > 1 and dist.is_initialized():
-            dist.destroy_process_group()
+        dist_info.close()
     return summary
 
 
@@ -401,17 +414,22 @@ def _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_eve
         raise UserError(f"learning rate must be positive, got {lr}")
 
 
-def _restore(run_dir: Path, network: GPT, optimizer, device: torch.device) -> Progress:
+def _restore_weights(run_dir: Path, network: GPT, device: torch.device) -> dict:
+    """Load ``last``'s weights into the whole (not yet wrapped) model; return its training state."""
     saved = ckpt.load_checkpoint(run_dir / "last", expected=network.config)  # on the CPU: copy_ moves it
     with torch.no_grad():
         for target, source in zip(network.parameters(), saved.parameters(), strict=True):
             target.copy_(source)
-    resume_state = ckpt.load_training_state(run_dir / "last", device=device)
-    optimizer.load_state_dict(resume_state["optimizer"])
-    torch.set_rng_state(resume_state["torch_rng"].cpu())
-    if device.type == "cuda" and "cuda_rng" in resume_state:
-        torch.cuda.set_rng_state(resume_state["cuda_rng"].cpu(), device)
-    return Progress(**resume_state["progress"])
+    return ckpt.load_training_state(run_dir / "last", device=device)
+
+
+def _restore_training(saved_state: dict, network: GPT, optimizer, device: torch.device) -> Progress:
+    """Optimizer state (sharded when the model is), RNG and progress, once the model is wrapped."""
+    load_optimizer_state(network, optimizer, saved_state["optimizer"])
+    torch.set_rng_state(saved_state["torch_rng"].cpu())
+    if device.type == "cuda" and "cuda_rng" in saved_state:
+        torch.cuda.set_rng_state(saved_state["cuda_rng"].cpu(), device)
+    return Progress(**saved_state["progress"])
 
 
 class _Loop:
@@ -421,6 +439,7 @@ class _Loop:
         self,
         *,
         network,
+        model,
         optimizer,
         run_dir,
         run_config,
@@ -436,9 +455,7 @@ class _Loop:
         self.config, self.hp, self.state = run_config, run_config["train"], state
         self.train_set, self.val_set, self.dist, self.device = train_set, val_set, dist_info, device
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
-        self.model = network
-        if dist_info.world_size > 1:
-            self.model = DistributedDataParallel(network, device_ids=[device.index] if device.type == "cuda" else None)
+        self.model = model  # what trains: network, its DDP wrapper, or network itself sharded by FSDP
         self.autocast = (
             torch.autocast(device.type, dtype=torch.bfloat16) if self.hp["bf16"] else contextlib.nullcontext()
         )
@@ -458,11 +475,15 @@ class _Loop:
         batches = [list(range(i, min(i + size, len(dataset)))) for i in range(0, len(dataset), size)]
         batches = batches[: self.hp["eval_batches"] or len(batches)]
         mine = batches[self.dist.rank :: self.dist.world_size]
+        # A sharded forward is a collective: ranks short of a batch join each round with one whose loss is dropped.
+        rounds = math.ceil(len(batches) / self.dist.world_size) if is_sharded(self.model) else len(mine)
         self.network.eval()
         total = 0.0
-        for indices in mine:
+        for round_index in range(rounds):
+            indices = mine[round_index] if round_index < len(mine) else batches[0]
             with self.autocast:
-                total += loss_on_batch(self.network, *self._collate(dataset, indices)).item()
+                loss = loss_on_batch(self.network, *self._collate(dataset, indices)).item()
+            total += loss if round_index < len(mine) else 0.0
         self.network.train()
         # Each rank counts only the batches it evaluated: the sums over ranks are then all batches once.
         total, count = self.dist.sum([total, float(len(mine))], self.device)
@@ -488,6 +509,7 @@ class _Loop:
             )
         else:
             state.evals_without_improvement += 1
+        weights, resume_state = full_weights(self.network), self._resume_state()  # collectives under FSDP
         if self.dist.is_main:
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
                 metrics.write(json.dumps(row) + "\n")
@@ -497,14 +519,14 @@ class _Loop:
             )
             logger.info(message)
             if improved:
-                ckpt.save_checkpoint(self.network, self.run_dir / "best")
-            ckpt.save_checkpoint(self.network, self.run_dir / "last", self._resume_state())
+                ckpt.save_checkpoint(self.network.config, weights, self.run_dir / "best")
+            ckpt.save_checkpoint(self.network.config, weights, self.run_dir / "last", resume_state)
         patience = self.hp["patience"]
         return patience is not None and state.evals_without_improvement >= patience
 
     def _resume_state(self) -> dict:
         state = {
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": full_optimizer_state(self.network, self.optimizer),
             "progress": {key: value for key, value in vars(self.state).items() if key != "history"},
             "torch_rng": torch.get_rng_state(),
         }
@@ -513,20 +535,25 @@ class _Loop:
         return state
 
     def _train_step(self, micro_batches: list[list[int]]) -> tuple[float, int]:
-        """One optimizer step over ``grad_accum`` micro-batches; returns the mean loss and global tokens."""
+        """One optimizer step over this rank's micro-batches; returns the step's loss and global tokens.
+
+        The loss is the mean over every target token of the global batch, however the batch is shared out:
+        each micro-batch adds its summed token losses over the global target count, times the number of
+        processes since DDP and FSDP average gradients over them."""
+        batches = [self._collate(self.train_set, indices) for indices in micro_batches]
+        local_targets = sum(int((targets != IGNORE_INDEX).sum()) for _, targets in batches)
+        (global_targets,) = self.dist.sum([float(local_targets)], self.device)
+        scale = self.dist.world_size / max(global_targets, 1.0)
         loss_sum, tokens = torch.zeros((), device=self.device), 0
-        for i, indices in enumerate(micro_batches):
-            inputs, targets = self._collate(self.train_set, indices)
-            last = i == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if last or self.dist.world_size == 1 else self.model.no_sync()
-            with sync:
+        for i, (inputs, targets) in enumerate(batches):
+            with gradient_sync(self.model, enabled=i == len(batches) - 1):
                 with self.autocast:
-                    loss = loss_on_batch(self.model, inputs, targets) / len(micro_batches)
+                    loss = loss_on_batch(self.model, inputs, targets, reduction="sum") * scale
                 loss.backward()
             loss_sum += loss.detach()
             tokens += inputs.numel()
         if self.hp["grad_clip"]:
-            torch.nn.utils.clip_grad_norm_(self.network.parameters(), self.hp["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.hp["grad_clip"])
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum, tokens = self.dist.sum([loss_sum.item(), float(tokens)], self.device)
@@ -549,11 +576,9 @@ class _Loop:
         with bar:
             while state.step < self.total_steps and not stopped_early:
                 epoch, position = divmod(state.step, self.steps_per_epoch)
-                batches = _batches(len(self.train_set), hp["batch_size"], self.config["seed"], epoch, self.dist)
-                accum = hp["grad_accum"]
-                step_batches = batches[(position * accum) : (self.steps_per_epoch * accum)]
-                for start in range(0, len(step_batches), accum):
-                    loss, tokens = self._train_step(step_batches[start : start + accum])
+                steps = _step_batches(len(self.train_set), hp, self.config["seed"], epoch, self.dist)
+                for micro_batches in steps[position:]:
+                    loss, tokens = self._train_step(micro_batches)
                     state.step += 1
                     state.tokens_seen += tokens
                     elapsed = time.perf_counter() - started
@@ -622,6 +647,11 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
     parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    parser.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard weights, gradients and AdamW state across processes (FSDP2) instead of DDP",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     parser.add_argument("--max-length", type=int, help="truncate sequences (default: the context length)")
     parser.add_argument("--shuffle-seed", type=int, help="shuffle entries before the 85/10/5 split")
@@ -651,6 +681,7 @@ def _run_cli(args: argparse.Namespace) -> int:
         grad_accum=args.grad_accum,
         grad_clip=args.grad_clip or None,
         bf16=args.bf16,
+        fsdp=args.fsdp,
         device=args.device,
         max_length=args.max_length,
         tokenizer_file=args.tokenizer_file,
