@@ -369,13 +369,14 @@ def _log_handler(log_file: Path) -> logging.Handler:
 
 
 @contextlib.contextmanager
-def _loggers_to(handler: logging.Handler, names: list[str]) -> Iterator[None]:
-    """The named loggers (INFO and above) write to ``handler`` only, for the ``with`` block."""
+def _loggers_to(handler: logging.Handler, names: list[str], level: int | None = logging.INFO) -> Iterator[None]:
+    """The named loggers write to ``handler`` only, for the ``with`` block; from ``level`` up (None: as set)."""
     loggers = [logging.getLogger(name) for name in names]
     saved = [(logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
     for logger in loggers:
         logger.handlers, logger.propagate = [handler], False
-        logger.setLevel(logging.INFO)
+        if level is not None:
+            logger.setLevel(level)
     try:
         yield
     finally:
@@ -560,12 +561,18 @@ def evaluate_in_parallel(job: dict, nproc: int) -> tuple[list[dict], list[dict],
     """``evaluate`` in ``nproc`` processes started by torch's elastic launcher (torchrun's engine) on a free
     local port; rank 0's rows come back. A rank that fails ends the others and raises one ``UserError``.
 
-    The launcher's own messages (and a failed rank's traceback) go to the log file, not the console.
+    On the CPU the ranks are forked from this process with lm-eval and our backend already imported: each
+    starts at once instead of importing them anew (a spawned rank takes several seconds to start and to end).
+    CUDA ranks are spawned, as CUDA cannot be used in a forked process. The launcher's own messages (and a
+    failed rank's traceback) go to the log file, not the console.
     """
     import uuid
 
+    import lm_eval.evaluator  # noqa: F401 (see above)
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    import workbench.lm_backend  # noqa: F401 (see above)
 
     config = LaunchConfig(
         min_nodes=1,
@@ -576,11 +583,12 @@ def evaluate_in_parallel(job: dict, nproc: int) -> tuple[list[dict], list[dict],
         rdzv_endpoint="localhost:0",  # a free port
         max_restarts=0,
         monitor_interval=0.1,
-        start_method="spawn",
+        start_method="spawn" if job["device"].startswith("cuda") else "fork",
     )
     handler = _log_handler(Path(job["log_file"]))
     try:
-        with _loggers_to(handler, ["torch.distributed", "torch.multiprocessing", __name__]):
+        # Their levels stay: at INFO, torch's process-group logger would print to the console from every rank.
+        with _loggers_to(handler, ["torch.distributed", "torch.multiprocessing", __name__], level=None):
             try:
                 returned = elastic_launch(config, _evaluate_on_this_rank)(job)
             except ChildFailedError as exc:

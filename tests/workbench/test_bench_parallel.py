@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,12 +81,12 @@ def test_two_processes_store_exactly_the_rows_of_one(tiny_run, tmp_path, capfd):
 
 
 def _worker_pids(parent: int) -> list[int]:
-    """The rank processes (multiprocessing spawn children) of ``parent``."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+    """The rank processes of ``parent``: on the CPU they are forked, so they share its command line."""
+    command_line = Path(f"/proc/{parent}/cmdline").read_bytes()
     pids = []
-    for child in children:
+    for child in Path(f"/proc/{parent}/task/{parent}/children").read_text().split():
         try:
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+            if Path(f"/proc/{child}/cmdline").read_bytes() == command_line:
                 pids.append(int(child))
         except FileNotFoundError:
             continue
@@ -109,7 +110,9 @@ def test_a_rank_killed_is_one_error_line_and_leaves_the_store_unchanged(tiny_run
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "Traceback" not in err and out == ""
-    (line,) = [line for line in err.splitlines() if line.strip()]
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    line = lines[0]
     assert line.startswith("error: rank ") and "of 2 failed: " in line and "SIGKILL" in line, err
     assert db_path.read_bytes() == before
 
@@ -121,3 +124,23 @@ def test_nproc_below_one_or_with_the_hf_backend_is_refused(tiny_run, tiny_hf_dir
     assert main(command) == 2
     assert capsys.readouterr().err == "error: --nproc above 1 needs --run (our backend)\n"
     assert not db_path.exists()
+
+
+def test_an_error_in_every_rank_is_the_line_one_process_gives(tiny_run, tmp_path, capfd):
+    """Unreadable weights: each rank meets our error while loading; the command says it once, as one process."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    (run / "best" / "model.safetensors").write_bytes(b"not safetensors")
+    errors = []
+    for nproc in ("1", "2"):
+        db_path = tmp_path / f"nproc{nproc}.db"
+        store.open_db(db_path).close()
+        before = db_path.read_bytes()
+        assert main(_bench(db_path, run, "--nproc", nproc)) == 2
+        out, err = capfd.readouterr()
+        assert out == "" and "Traceback" not in err
+        errors.append(err)
+        assert db_path.read_bytes() == before
+    assert errors[1] == errors[0]
+    assert errors[0].startswith(f"error: {run / 'best' / 'model.safetensors'}: cannot read the weights")
+    assert errors[0].count("\n") == 1
