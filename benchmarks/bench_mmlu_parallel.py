@@ -6,9 +6,12 @@ Rounds alternate the two (this machine is shared and noisy); prints every time, 
 whether the two stored the same rows (scores, standard errors, per-question answers) and how far apart their
 log-likelihoods are (each process batches other questions together: float32 rounding differs).
 
-    python benchmarks/bench_mmlu_parallel.py --mmlu-dir ../shared/datasets/mmlu --limit 5 --nproc 2 --rounds 1
+From the checkout (the full run: all 57 subjects x 5 questions, 0-shot, 2 CPU processes against 1):
 
-(all 57 subjects x 5 questions, 0-shot; a quick check: ``--subjects anatomy,astronomy,virology --limit 2``).
+    WORKBENCH_TOKENIZER_FILE=../shared/tokenizers/gpt2.tiktoken HF_HOME=.hf_home PYTHONPATH=. \
+        python benchmarks/bench_mmlu_parallel.py --mmlu-dir ../shared/datasets/mmlu --limit 5 --nproc 2 --rounds 1
+
+A quick check of the script: add ``--subjects anatomy,astronomy,virology --limit 2``.
 """
 
 from __future__ import annotations

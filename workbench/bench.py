@@ -638,6 +638,11 @@ def run_benchmark(
         raise UserError("--nproc must be >= 1")
     if nproc > 1 and run is None:
         raise UserError("--nproc above 1 needs --run (our backend)")
+    if nproc > 1 and device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() < nproc:
+            raise UserError(f"--nproc {nproc} on {device} needs one GPU per process; found {torch.cuda.device_count()}")
     model, identity = _describe_model(run, checkpoint, hf_model)
     mmlu_dir = Path(mmlu_dir or SAMPLE_MMLU_DIR).resolve()
     subjects = mmlu_subjects(mmlu_dir, shots=num_fewshot) if MMLU in tasks else []

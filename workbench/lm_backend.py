@@ -76,7 +76,8 @@ def join_process_group(device: str | None) -> tuple[int, int, str | None]:
 
     One process (no ``WORLD_SIZE`` above 1) is rank 0 of 1 and nothing changes. Several processes on CUDA take
     one GPU each (``cuda:LOCAL_RANK``) and talk through nccl; on the CPU through gloo, each with its share of
-    the cores unless ``OMP_NUM_THREADS`` says otherwise (torchrun sets 1; torch's launch API sets nothing).
+    threads one process would use unless ``OMP_NUM_THREADS`` says otherwise (torchrun sets 1; torch's launch
+    API sets nothing).
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size == 1:
@@ -87,7 +88,7 @@ def join_process_group(device: str | None) -> tuple[int, int, str | None]:
         torch.cuda.set_device(device)
     elif "OMP_NUM_THREADS" not in os.environ:
         local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
-        torch.set_num_threads(max(1, len(os.sched_getaffinity(0)) // local_processes))
+        torch.set_num_threads(max(1, torch.get_num_threads() // local_processes))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if cuda else "gloo")
     return dist.get_rank(), dist.get_world_size(), device
