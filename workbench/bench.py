@@ -544,17 +544,20 @@ def _evaluate_on_this_rank(job: dict) -> tuple[list[dict], list[dict], str] | No
 
 
 def _failure_line(failed, nproc: int, log_file: str) -> str:
-    """One line for the first rank that failed: our own error as it is (every rank meets it), anything else
-    as ``rank R of N failed: ...``; a traceback goes to the log file."""
-    rank, failure = failed.get_first_failure()
-    message = failure.message
-    if isinstance(message, dict):  # an exception, recorded with its traceback
-        logging.getLogger(__name__).error("rank %s failed:\n%s", rank, message["extraInfo"]["py_callstack"])
-        message = message["message"]
-        if message.startswith("UserError: "):
-            return message.removeprefix("UserError: ").splitlines()[0]
-    reason = message.splitlines()[0] if message else f"exit code {failure.exitcode}"
-    return f"rank {rank} of {nproc} failed: {reason} (more in {log_file})"
+    """One line for the ranks that failed: our own error as it is (every rank meets it), otherwise each rank's
+    reason, earliest first (a rank whose peer died fails too, in the same second); tracebacks go to the log."""
+    reasons, user_errors = [], []
+    for rank, failure in sorted(failed.failures.items(), key=lambda item: (item[1].timestamp, item[0])):
+        message = failure.message
+        if isinstance(message, dict):  # an exception, recorded with its traceback
+            logging.getLogger(__name__).error("rank %s failed:\n%s", rank, message["extraInfo"]["py_callstack"])
+            message = message["message"]
+            if message.startswith("UserError: "):
+                user_errors.append(message.removeprefix("UserError: ").splitlines()[0])
+        reasons.append(f"rank {rank}: {message.splitlines()[0] if message else f'exit code {failure.exitcode}'}")
+    if user_errors:
+        return user_errors[0]
+    return f"{len(reasons)} of {nproc} processes failed: {'; '.join(reasons)} (more in {log_file})"
 
 
 def evaluate_in_parallel(job: dict, nproc: int) -> tuple[list[dict], list[dict], str]:
@@ -638,6 +641,9 @@ def run_benchmark(
         raise UserError("--nproc must be >= 1")
     if nproc > 1 and run is None:
         raise UserError("--nproc above 1 needs --run (our backend)")
+    if limit is not None and limit < nproc:
+        # lm-eval deals each task's questions out; a process left without one fails inside lm-eval.
+        raise UserError(f"--limit {limit} leaves some of the {nproc} processes (--nproc) without a question")
     if nproc > 1 and device.startswith("cuda"):
         import torch
 

@@ -113,7 +113,7 @@ def test_a_rank_killed_is_one_error_line_and_leaves_the_store_unchanged(tiny_run
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     line = lines[0]
-    assert line.startswith("error: rank ") and "of 2 failed: " in line and "SIGKILL" in line, err
+    assert line.startswith("error: 1 of 2 processes failed: rank ") and "SIGKILL" in line, err
     assert db_path.read_bytes() == before
 
 
@@ -123,6 +123,8 @@ def test_nproc_below_one_or_with_the_hf_backend_is_refused(tiny_run, tiny_hf_dir
     command = ["bench", "--db", str(db_path), "--hf-model", str(tiny_hf_dir), "--nproc", "2"]
     assert main(command) == 2
     assert capsys.readouterr().err == "error: --nproc above 1 needs --run (our backend)\n"
+    assert main([*_bench(db_path, tiny_run), "--limit", "1", "--nproc", "2"]) == 2  # the last --limit counts
+    assert capsys.readouterr().err == "error: --limit 1 leaves some of the 2 processes (--nproc) without a question\n"
     assert not db_path.exists()
 
 
