@@ -9,7 +9,9 @@ name the file and row, and lm-eval's own command line uses the same tasks
 Any other task name lm-eval knows passes through; those read their data from the Hugging Face Hub.
 
 Results and per-question answers land in the store in one transaction; a rerun with the same settings (same
-model weights, tasks, shots, limit and data) is served from the store unless forced.
+model weights, tasks, shots, limit and data) is served from the store unless forced. ``--nproc N`` shares the
+questions among N processes through lm-eval's own data-parallel evaluation (``evaluate_in_parallel``); the
+answers are those of one process, so N is no part of the settings.
 """
 
 from __future__ import annotations
