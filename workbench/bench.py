@@ -9,7 +9,9 @@ name the file and row, and lm-eval's own command line uses the same tasks
 Any other task name lm-eval knows passes through; those read their data from the Hugging Face Hub.
 
 Results and per-question answers land in the store in one transaction; a rerun with the same settings (same
-model weights, tasks, shots, limit and data) is served from the store unless forced.
+model weights, tasks, shots, limit and data) is served from the store unless forced. ``--nproc N`` shares the
+questions among N processes through lm-eval's own data-parallel evaluation (``evaluate_in_parallel``); the
+answers are those of one process, so N is no part of the settings.
 """
 
 from __future__ import annotations
@@ -338,16 +340,11 @@ def lm_eval_output_to(log_file: Path) -> Iterator[None]:
     import lm_eval.api.task
     import lm_eval.evaluator
 
-    handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)  # no file until there is a message
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    lm_eval_logger = logging.getLogger("lm_eval")
-    saved_logger = (lm_eval_logger.handlers[:], lm_eval_logger.propagate, lm_eval_logger.level)
+    handler = _log_handler(log_file)
     bar_modules = (lm_eval.api.task, lm_eval.api.model)
     saved_bars = [module.tqdm for module in bar_modules]
     saved_git_hash = lm_eval.evaluator.get_git_commit_hash
     lm_eval.evaluator.get_git_commit_hash = _git_hash_quietly
-    lm_eval_logger.handlers, lm_eval_logger.propagate = [handler], False
-    lm_eval_logger.setLevel(logging.INFO)
     for module in bar_modules:
         module.tqdm = _silent_tqdm
 
@@ -356,16 +353,38 @@ def lm_eval_output_to(log_file: Path) -> Iterator[None]:
         handler.handle(logging.LogRecord("py.warnings", logging.WARNING, filename, lineno, text, (), None))
 
     try:
-        with warnings.catch_warnings():  # restores the warning display and filters afterwards
+        with warnings.catch_warnings(), _loggers_to(handler, ["lm_eval"]):  # both restore what they change
             warnings.showwarning = log_warning
             yield
     finally:
         for module, bar in zip(bar_modules, saved_bars, strict=True):
             module.tqdm = bar
         lm_eval.evaluator.get_git_commit_hash = saved_git_hash
-        lm_eval_logger.handlers, lm_eval_logger.propagate = saved_logger[:2]
-        lm_eval_logger.setLevel(saved_logger[2])
         handler.close()
+
+
+def _log_handler(log_file: Path) -> logging.Handler:
+    """Appends to ``log_file``, created only when there is a first message."""
+    handler = logging.FileHandler(log_file, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    return handler
+
+
+@contextlib.contextmanager
+def _loggers_to(handler: logging.Handler, names: list[str], level: int | None = logging.INFO) -> Iterator[None]:
+    """The named loggers write to ``handler`` only, for the ``with`` block; from ``level`` up (None: as set)."""
+    loggers = [logging.getLogger(name) for name in names]
+    saved = [(logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.handlers, logger.propagate = [handler], False
+        if level is not None:
+            logger.setLevel(level)
+    try:
+        yield
+    finally:
+        for logger, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(level)
 
 
 def _make_lm(run: str | None, checkpoint: str, hf_model: str | None, batch_size: int, device: str):
@@ -473,6 +492,117 @@ def _collect(output: dict, shots: int, limit: int | None) -> tuple[list[dict], l
     return results, samples
 
 
+def evaluate(
+    *,
+    run: str | None,
+    checkpoint: str,
+    hf_model: str | None,
+    tasks: list[str],
+    subjects: list[str],
+    mmlu_dir: str,
+    num_fewshot: int,
+    limit: int | None,
+    batch_size: int,
+    device: str,
+    log_file: str,
+) -> tuple[list[dict], list[dict], str] | None:
+    """lm-eval on this process's share of the questions: (result rows, sample rows, start time) on rank 0.
+
+    One process evaluates everything. Under a launcher (``evaluate_in_parallel``) every rank runs this; the
+    model joins the process group and lm-eval gathers all answers on rank 0; the other ranks get None.
+    """
+    from lm_eval import simple_evaluate
+
+    from workbench import store
+
+    with lm_eval_output_to(Path(log_file)):
+        manager = _task_manager(tasks, Path(mmlu_dir))
+        names = [TASK_PREFIX + subject for subject in subjects] + [task for task in tasks if task != MMLU]
+        lm = _make_lm(run, checkpoint, hf_model, batch_size, device)
+        started_at = store.utc_now()
+        output = simple_evaluate(
+            model=lm,
+            tasks=names,
+            num_fewshot=num_fewshot,
+            limit=limit,
+            task_manager=manager,
+            log_samples=True,
+            bootstrap_iters=1000,
+        )
+    if output is None:
+        return None
+    return (*_collect(output, num_fewshot, limit), started_at)
+
+
+def _evaluate_on_this_rank(job: dict) -> tuple[list[dict], list[dict], str] | None:
+    """What each launched process runs; it leaves the process group before it ends."""
+    import torch.distributed as dist
+
+    try:
+        return evaluate(**job)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _failure_line(failed, nproc: int, log_file: str) -> str:
+    """One line for the ranks that failed: our own error as it is (every rank meets it), otherwise each rank's
+    reason, earliest first (a rank whose peer died fails too, in the same second); tracebacks go to the log."""
+    reasons, user_errors = [], []
+    for rank, failure in sorted(failed.failures.items(), key=lambda item: (item[1].timestamp, item[0])):
+        message = failure.message
+        if isinstance(message, dict):  # an exception, recorded with its traceback
+            logging.getLogger(__name__).error("rank %s failed:\n%s", rank, message["extraInfo"]["py_callstack"])
+            message = message["message"]
+            if message.startswith("UserError: "):
+                user_errors.append(message.removeprefix("UserError: ").splitlines()[0])
+        reasons.append(f"rank {rank}: {message.splitlines()[0] if message else f'exit code {failure.exitcode}'}")
+    if user_errors:
+        return user_errors[0]
+    return f"{len(reasons)} of {nproc} processes failed: {'; '.join(reasons)} (more in {log_file})"
+
+
+def evaluate_in_parallel(job: dict, nproc: int) -> tuple[list[dict], list[dict], str]:
+    """``evaluate`` in ``nproc`` processes started by torch's elastic launcher (torchrun's engine) on a free
+    local port; rank 0's rows come back. A rank that fails ends the others and raises one ``UserError``.
+
+    On the CPU the ranks are forked from this process with lm-eval and our backend already imported: each
+    starts at once instead of importing them anew (a spawned rank takes several seconds to start and to end).
+    CUDA ranks are spawned, as CUDA cannot be used in a forked process. The launcher's own messages (and a
+    failed rank's traceback) go to the log file, not the console.
+    """
+    import uuid
+
+    import lm_eval.evaluator  # noqa: F401 (see above)
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    import workbench.lm_backend  # noqa: F401 (see above)
+
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"workbench-bench-{uuid.uuid4().hex}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="localhost:0",  # a free port
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn" if job["device"].startswith("cuda") else "fork",
+    )
+    handler = _log_handler(Path(job["log_file"]))
+    try:
+        # Their levels stay: at INFO, torch's process-group logger would print to the console from every rank.
+        with _loggers_to(handler, ["torch.distributed", "torch.multiprocessing", __name__], level=None):
+            try:
+                returned = elastic_launch(config, _evaluate_on_this_rank)(job)
+            except ChildFailedError as exc:
+                raise UserError(_failure_line(exc, nproc, job["log_file"])) from None
+    finally:
+        handler.close()
+    return returned[0]
+
+
 def run_benchmark(
     db_path: str | os.PathLike,
     *,
@@ -487,8 +617,12 @@ def run_benchmark(
     device: str = "cpu",
     force: bool = False,
     log_file: str | os.PathLike | None = None,
+    nproc: int = 1,
 ) -> dict:
     """Evaluate a trainer run (our backend) or a Hugging Face model (lm-eval's ``hf``) and store the outcome.
+
+    ``nproc`` above 1 (our backend only) splits the questions over that many processes (one GPU each on
+    CUDA, gloo on the CPU); the stored rows are those of one process, written here, once.
 
     lm-eval's log messages and warnings are appended to ``log_file`` (default: the database's name with
     ``.bench.log``), not printed. Returns ``{"benchmark_run_id", "model", "cached", "results", "samples",
@@ -505,6 +639,18 @@ def run_benchmark(
         raise UserError("no task given (--tasks mmlu[,TASK...])")
     if num_fewshot < 0 or (limit is not None and limit < 1) or batch_size < 1:
         raise UserError("--num-fewshot must be >= 0, --limit and --batch-size >= 1")
+    if nproc < 1:
+        raise UserError("--nproc must be >= 1")
+    if nproc > 1 and run is None:
+        raise UserError("--nproc above 1 needs --run (our backend)")
+    if limit is not None and limit < nproc:
+        # lm-eval deals each task's questions out; a process left without one fails inside lm-eval.
+        raise UserError(f"--limit {limit} leaves some of the {nproc} processes (--nproc) without a question")
+    if nproc > 1 and device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available() and torch.cuda.device_count() < nproc:
+            raise UserError(f"--nproc {nproc} on {device} needs one GPU per process; found {torch.cuda.device_count()}")
     model, identity = _describe_model(run, checkpoint, hf_model)
     mmlu_dir = Path(mmlu_dir or SAMPLE_MMLU_DIR).resolve()
     subjects = mmlu_subjects(mmlu_dir, shots=num_fewshot) if MMLU in tasks else []
@@ -522,23 +668,20 @@ def run_benchmark(
     stored = store.find_benchmark_run(db, cache_key)
     log_file = Path(log_file) if log_file else Path(db_path).with_suffix(".bench.log")
     if stored is None or force:
-        from lm_eval import simple_evaluate
-
-        with lm_eval_output_to(log_file):
-            manager = _task_manager(tasks, mmlu_dir)
-            names = [TASK_PREFIX + subject for subject in subjects] + [task for task in tasks if task != MMLU]
-            lm = _make_lm(run, checkpoint, hf_model, batch_size, device)
-            started_at = store.utc_now()
-            output = simple_evaluate(
-                model=lm,
-                tasks=names,
-                num_fewshot=num_fewshot,
-                limit=limit,
-                task_manager=manager,
-                log_samples=True,
-                bootstrap_iters=1000,
-            )
-        results, samples = _collect(output, num_fewshot, limit)
+        job = {
+            "run": run,
+            "checkpoint": checkpoint,
+            "hf_model": hf_model,
+            "tasks": tasks,
+            "subjects": subjects,
+            "mmlu_dir": str(mmlu_dir),
+            "num_fewshot": num_fewshot,
+            "limit": limit,
+            "batch_size": batch_size,
+            "device": device,
+            "log_file": str(log_file),
+        }
+        results, samples, started_at = evaluate(**job) if nproc == 1 else evaluate_in_parallel(job, nproc)
         run_id = store.save_benchmark_run(
             db,
             model=model,
@@ -651,6 +794,9 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--limit", type=int, help="questions per task (subject) at most")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--nproc", type=int, default=1, help="processes that share the questions (--run only; one GPU each on cuda)"
+    )
     parser.add_argument("--force", action="store_true", help="evaluate again even if stored with these settings")
     parser.add_argument("--plot", help="write a per-subject MMLU accuracy chart (PNG) here")
     parser.add_argument("--log-file", help="append lm-eval's messages here (default: DB file name + .bench.log)")
@@ -671,6 +817,7 @@ def _cli(args) -> int:
         device=args.device,
         force=args.force,
         log_file=args.log_file,
+        nproc=args.nproc,
     )
     print(format_results(summary["results"]))
     wrong = sum(1 for sample in summary["samples"] if sample["correct"] == 0)

@@ -9,6 +9,12 @@ The ``lm_eval`` command cannot import it by itself; run lm-eval's own command li
 Model arguments: ``run=RUN_DIR`` (+ ``checkpoint=best|last``) or ``weights=NAME_OR_DIR`` (a GPT-2 name or a
 Hugging Face layout folder), ``device``, ``batch_size``.
 
+Data-parallel: under ``torchrun --nproc_per_node N -m workbench.lm_backend ...`` (or ``workbench bench --nproc N``)
+each process joins the process group torchrun describes (gloo on the CPU, nccl on CUDA, one GPU per process)
+and reports its ``rank`` and ``world_size``; lm-eval's evaluator then deals the questions out, and gathers the
+answers on rank 0 through the model's ``all_gather`` / ``gather_object`` / ``barrier``, which this class
+provides with ``torch.distributed``. Only rank 0 gets results (and writes files); the others' bars are off.
+
 Why it is faster than lm-eval's ``hf`` backend on the same weights, with the same numbers:
 - requests with the same input tokens (the four answer letters of a multiple-choice question) share one row;
 - rows that share a long prefix (the five worked examples of a few-shot prompt) compute that prefix once into
@@ -20,12 +26,14 @@ Why it is faster than lm-eval's ``hf`` backend on the same weights, with the sam
 from __future__ import annotations
 
 import copy
+import itertools
 import logging
 import os
 import sys
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from lm_eval.api.model import TemplateLM
 from lm_eval.api.registry import register_model
@@ -61,6 +69,47 @@ def load_model(
     from trainer.weights import load_pretrained
 
     return load_pretrained(weights, device=device), weights
+
+
+def join_process_group(device: str | None) -> tuple[int, int, str | None]:
+    """(rank, world size, device) of this process; joins the group that torchrun describes in the environment.
+
+    One process (no ``WORLD_SIZE`` above 1) is rank 0 of 1 and nothing changes. Several processes on CUDA take
+    one GPU each (``cuda:LOCAL_RANK``) and talk through nccl; on the CPU through gloo, each with its share of
+    threads one process would use unless ``OMP_NUM_THREADS`` says otherwise (torchrun sets 1; torch's launch
+    API sets nothing).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size == 1:
+        return 0, 1, device
+    cuda = bool(device and device.startswith("cuda") and torch.cuda.is_available())
+    if cuda:
+        device = f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}"
+        torch.cuda.set_device(device)
+    elif "OMP_NUM_THREADS" not in os.environ:
+        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+        torch.set_num_threads(max(1, torch.get_num_threads() // local_processes))
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    return dist.get_rank(), dist.get_world_size(), device
+
+
+def in_document_order(per_rank: list):
+    """Merge what each rank gathered back into one object in the order a single process builds it.
+
+    lm-eval deals documents out round-robin (rank r takes documents r, r + N, r + 2N, ...) and gathers
+    per-task dicts of lists (logged samples; per-metric values). Taking the lists' items in turn restores
+    document order, so the samples and even the float sums behind standard errors are those of one process.
+    Returns None for anything of another shape.
+    """
+    if all(isinstance(part, list) for part in per_rank):
+        missing = object()
+        turns = itertools.zip_longest(*per_rank, fillvalue=missing)
+        return [item for turn in turns for item in turn if item is not missing]
+    if all(isinstance(part, dict) for part in per_rank) and all(part.keys() == per_rank[0].keys() for part in per_rank):
+        merged = {key: in_document_order([part[key] for part in per_rank]) for key in per_rank[0]}
+        return None if any(value is None for value in merged.values()) else merged
+    return None
 
 
 @dataclass
@@ -103,6 +152,7 @@ class WorkbenchLM(TemplateLM):
             # lm-eval's command line asks for cuda by default; its hf backend falls back the same way.
             logger.warning("CUDA is not available; running on the CPU")
             device = "cpu"
+        self._rank, self._world_size, device = join_process_group(device)
         self._device = torch.device(device or "cpu")
         if model is not None:
             self.model, self.label = model.to(self._device).eval(), "in-memory GPT"
@@ -136,6 +186,31 @@ class WorkbenchLM(TemplateLM):
             "model_source": self.label,
         }
 
+    # ------------------------------------------------------------------ data-parallel (lm-eval's evaluator calls these)
+    def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Every rank's ``tensor`` concatenated in rank order (a number becomes one entry)."""
+        if self.world_size == 1:
+            return tensor
+        tensor = tensor.reshape(1) if tensor.dim() == 0 else tensor
+        gathered = [torch.empty_like(tensor) for _ in range(self.world_size)]
+        dist.all_gather(gathered, tensor)
+        return torch.cat(gathered)
+
+    def gather_object(self, obj, dst: int = 0) -> list | None:
+        """Every rank's ``obj`` on ``dst`` (None elsewhere), merged into document order where lm-eval split it."""
+        if self.world_size == 1:
+            return [obj]
+        gathered = [None] * self.world_size if self.rank == dst else None
+        dist.gather_object(obj, gathered, dst=dst)
+        if gathered is None:
+            return None
+        merged = in_document_order(gathered)
+        return gathered if merged is None else [merged]
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
     # ------------------------------------------------------------------ log-likelihood
     def _loglikelihood_tokens(self, requests, disable_tqdm: bool = False, **kwargs) -> list[tuple[float, bool]]:
         """Score continuations; rows are deduplicated, grouped by shared prefix and sorted by length."""
@@ -148,7 +223,8 @@ class WorkbenchLM(TemplateLM):
             rows.setdefault(tuple(tokens), _Row(tokens, [])).requests.append((index, continuation))
 
         results: list[tuple[float, bool] | None] = [None] * len(requests)
-        with tqdm(total=len(requests), disable=disable_tqdm, desc="scoring", unit="request") as progress:
+        bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank > 0, desc="scoring", unit="request")
+        with bar as progress:
             for prefix, family in self._families(list(rows.values())):
                 prefix_cache = self._prefill(prefix) if prefix else None
                 one_token = all(row.scored == 1 for row in family)
@@ -268,7 +344,8 @@ class WorkbenchLM(TemplateLM):
         for index, request in enumerate(requests):
             groups.setdefault(repr(sorted(request.args[1].items())), []).append(index)
         results: list[str | None] = [None] * len(requests)
-        with tqdm(total=len(requests), disable=disable_tqdm, desc="generating", unit="request") as progress:
+        bar = tqdm(total=len(requests), disable=disable_tqdm or self.rank > 0, desc="generating", unit="request")
+        with bar as progress:
             for indices in groups.values():
                 settings = normalize_gen_kwargs(copy.deepcopy(requests[indices[0]].args[1]), self.max_gen_toks)
                 until = handle_stop_sequences(settings.pop("until", None), eos=eos)
@@ -304,6 +381,9 @@ def main() -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
     return 0
 
 

@@ -244,3 +244,51 @@ def test_lm_eval_command_line_on_a_folder_that_is_no_run_is_one_error_line(tmp_p
     assert done.stderr.splitlines()[-1] == f"error: {tmp_path / 'nosuch' / 'config.json'} not found: " + (
         f"{tmp_path / 'nosuch'} is not a run folder (made by `python -m trainer finetune`)"
     )
+
+
+def _torchrun_command_line(tiny_hf_dir, output: Path, tasks: list[str]) -> list[str]:
+    return [
+        *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"),
+        "-m",
+        "workbench.lm_backend",
+        *("--model", "workbench", "--model_args", f"weights={tiny_hf_dir}", "--tasks", ",".join(tasks)),
+        *("--include_path", str(REPO / "datasets" / "tasks"), "--metadata", json.dumps({"mmlu_dir": str(MC_SAMPLE)})),
+        *("--limit", "5", "--log_samples", "--output_path", str(output)),
+    ]
+
+
+def _answers(samples: dict[str, list[dict]]) -> dict[str, list[tuple[int, int]]]:
+    """Per task: (question, letter chosen) in the order of the samples."""
+    return {
+        task: [(row["doc_id"], max(range(4), key=lambda i, r=row: float(r["filtered_resps"][i][0]))) for row in rows]
+        for task, rows in samples.items()
+    }
+
+
+@pytest.mark.slow
+def test_torchrun_splits_the_questions_and_rank_0_writes_what_one_process_finds(backends, tiny_hf_dir, tmp_path):
+    """``torchrun --nproc_per_node 2 -m workbench.lm_backend ...``: two gloo processes, one set of output files."""
+    tasks = ["wb_mmlu_astronomy", "wb_mmlu_nutrition"]
+    command = _torchrun_command_line(tiny_hf_dir, tmp_path / "out", tasks)
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=180, cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("|nutrition|") == 1  # rank 1 prints no table
+    # One bar, rank 0's, over its share: 2 tasks x 3 of the 5 questions x 4 letters (one process scores 40).
+    assert "24/24" in done.stderr and "40/40" not in done.stderr, done.stderr[-3000:]
+    (result_file,) = (tmp_path / "out").rglob("results_*.json")  # rank 1 writes no file
+    two = json.loads(result_file.read_text())
+    samples = {task: [] for task in tasks}
+    for task in tasks:
+        (path,) = (tmp_path / "out").rglob(f"samples_{task}_*.jsonl")
+        samples[task] = [json.loads(line) for line in path.read_text().splitlines()]
+
+    one = _evaluate(backends[0], MC_SAMPLE, ["astronomy", "nutrition"], shots=0, limit=5)
+    assert _answers(samples) == _answers(one["samples"])  # every question, in order, the same letter
+    for task in tasks:
+        assert two["n-samples"][task]["effective"] == 5
+        assert two["results"][task]["acc,none"] == one["results"][task]["acc,none"]
+        assert two["results"][task]["acc_stderr,none"] == one["results"][task]["acc_stderr,none"]
+        for mine, reference in zip(samples[task], one["samples"][task], strict=True):
+            mine_ll = [float(ll) for ll, _ in mine["filtered_resps"]]
+            assert mine_ll == pytest.approx([ll for ll, _ in reference["filtered_resps"]], abs=1e-5)
