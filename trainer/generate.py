@@ -14,17 +14,15 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 from tqdm import tqdm
 
 from trainer.checkpoint import CHECKPOINTS, load_run_model
+from trainer.cpu_layout import lay_out_for_streaming
 from trainer.data import (
     RESPONSE_MARKERS,
     STYLES,
@@ -77,9 +75,9 @@ def generate_tokens(
     results: list[list[int]] = [[] for _ in prompts]
     was_training = model.training
     model.eval()
+    lay_out_for_streaming(model)
     try:
-        # Packed weights only pay for matmuls of several rows; one prompt at a time, packing is pure cost.
-        with torch.inference_mode(), _packed_linears(model, enabled=min(batch_size, len(prompts)) > 1):
+        with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 batch = order[start : start + batch_size]
                 generators = None
@@ -157,50 +155,6 @@ def _generate_batch(
         step_mask = mask[:, : cache.length + 1] if any(padding[r] for r in rows) else None
         logits = model(tokens[:, None], attention_mask=step_mask, position_ids=next_positions, cache=cache)[:, -1]
         next_positions = next_positions + 1
-
-
-class PackedLinear(nn.Module):
-    """An inference-only ``nn.Linear`` whose weight oneDNN has reordered for its CPU matmul kernels.
-
-    Decoding multiplies a handful of rows by every weight matrix; with the weight pre-packed, oneDNN does that
-    2-3x faster than the plain ``linear`` call on CPU (measured at batch 8 for GPT-2 124M), same fp32 math.
-    A single row (the last prompt left in a batch) goes to the plain call instead: MKL's matrix-vector
-    product reads the unpacked weight 15-25 % faster than oneDNN's packed path.
-    """
-
-    def __init__(self, linear: nn.Linear):
-        super().__init__()
-        self.weight = linear.weight
-        self.packed_weight = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach())
-        self.bias = linear.bias
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.numel() == x.shape[-1]:
-            return F.linear(x, self.weight, self.bias)
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed_weight, self.bias, "none", [], "")
-
-
-@contextmanager
-def _packed_linears(model: GPT, enabled: bool = True) -> Iterator[None]:
-    """Swap the model's linear layers for :class:`PackedLinear` ones while generating on CPU, then restore."""
-    weight = model.wte.weight
-    usable = weight.device.type == "cpu" and weight.dtype == torch.float32 and torch.backends.mkldnn.is_available()
-    if not (enabled and usable):
-        yield
-        return
-    linears = [
-        (parent, name, child)
-        for parent in model.modules()
-        for name, child in parent.named_children()
-        if isinstance(child, nn.Linear)
-    ]
-    try:
-        for parent, name, child in linears:
-            setattr(parent, name, PackedLinear(child))
-        yield
-    finally:
-        for parent, name, child in linears:
-            setattr(parent, name, child)
 
 
 def next_tokens(
