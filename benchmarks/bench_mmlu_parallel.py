@@ -12,6 +12,11 @@ From the checkout (the full run: all 57 subjects x 5 questions, 0-shot, 2 CPU pr
         python benchmarks/bench_mmlu_parallel.py --mmlu-dir ../shared/datasets/mmlu --limit 5 --nproc 2 --rounds 1
 
 A quick check of the script: add ``--subjects anatomy,astronomy,virology --limit 2``.
+
+By default one process uses every core through PyTorch's threads and N processes share the cores, so on a
+CPU the ratio is what a user gains by adding processes to the same cores (little: the matrix products already
+use every core). ``--threads-per-process 1`` gives each process one core: the ratio is then the scaling of
+the data-parallel path itself, as N GPUs would see it (one device per process).
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ def write_run(folder: Path) -> Path:
 
     torch.manual_seed(0)
     model = GPT(CONFIGS["gpt2"])
-    save_checkpoint(model, folder / "best")
+    save_checkpoint(model.config, model.state_dict(), folder / "best")
     (folder / "config.json").write_text(json.dumps({"name": "random-gpt2", "model": model.config.to_dict()}))
     return folder
 
@@ -76,11 +81,18 @@ def main() -> None:
     parser.add_argument("--nproc", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=1, help="alternating rounds; medians are reported")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--threads-per-process",
+        type=int,
+        help="OMP_NUM_THREADS for every process (default: one process takes every core, N processes share them)",
+    )
     args = parser.parse_args()
 
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     env.setdefault("HF_HUB_OFFLINE", "1")
     env.setdefault("HF_DATASETS_OFFLINE", "1")
+    if args.threads_per_process:
+        env["OMP_NUM_THREADS"] = str(args.threads_per_process)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         mmlu_dir = Path(args.mmlu_dir)

@@ -65,7 +65,8 @@ def generate_tokens(
     Greedy when ``temperature`` is 0. With a ``seed``, each prompt samples from its own generator seeded by
     the seed and the prompt's tokens: a response does not depend on batch size, order or an interrupted run.
     A row stops at ``eos_id`` (never when it is None), after ``max_new_tokens``, or when prompt and response
-    fill the context window. ``prompt_names`` label prompts in error messages.
+    fill the context window. ``prompt_names`` label prompts in error messages. On the CPU the first call moves
+    the model's weights, for good, to the faster-streaming layout of :mod:`trainer.cpu_layout` (same values).
     """
     _check_decoding(max_new_tokens, temperature, top_k, top_p, batch_size)
     names = prompt_names or [f"prompt {i}" for i in range(len(prompts))]
