@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
 import shutil
 import time
@@ -18,12 +19,13 @@ from urllib.parse import urljoin
 
 import pytest
 
-from tests.workbench.test_app import TIMEOUT_MS, _start, open_page, readme_screenshot
+from tests.conftest import REPO
+from tests.workbench.test_app import TIMEOUT_MS, _start, open_page
 from workbench import importing, stats, store
 from workbench.bench import run_benchmark
 from workbench.cli import main
 
-MC_SAMPLE = Path(__file__).resolve().parents[2] / "datasets" / "mc-sample"
+MC_SAMPLE = REPO / "datasets" / "mc-sample"
 BOOK = "eval-example-data"
 MODEL_1, MODEL_2 = "model 1 response", "model 2 response"
 RUN_A, RUN_B = "tiny-run", "tiny-run-b"
@@ -57,12 +59,15 @@ def _add_xss_item(db, folder: Path) -> None:
 
 
 def _add_grades(db) -> None:
-    """Reviewer alice grades model 1's first 20 book responses (a grade near gpt4's score, mapped onto 1-5)."""
-    gpt4 = store.rater_scores(db, "judge:gpt4", dataset=BOOK, models=[MODEL_1])
-    responses = store.response_ids_by_item(db, MODEL_1, BOOK)
-    for item in [row["id"] for row in store.dataset_items(db, BOOK)][:20]:
-        score = gpt4[responses[item]]
-        store.add_grade(db, responses[item], "alice", int(min(5, max(1, round(1 + score / 25)))))
+    """Reviewer alice grades model 1's first 20 book responses (a grade near gpt4's score, mapped onto 1-5), and
+    both models on the first book item and the script item: where humans and the models differ most."""
+    gpt4 = store.rater_scores(db, "judge:gpt4", models=[MODEL_1, MODEL_2])
+    first = [row["id"] for row in store.dataset_items(db, BOOK)][:20]
+    graded = [(MODEL_1, item) for item in first] + [(MODEL_2, first[0])]
+    graded += [(model, store.dataset_items(db, "xss-check")[0]["id"]) for model in (MODEL_1, MODEL_2)]
+    for model, item in graded:
+        response = store.response_ids_by_item(db, model)[item]
+        store.add_grade(db, response, "alice", int(min(5, max(1, round(1 + gpt4[response] / 25)))))
 
 
 def _add_pairwise_judge(db) -> None:
@@ -212,7 +217,9 @@ def test_opens_in_chromium_without_errors_or_requests(browser, report_html, tmp_
     assert page.get_by_text(XSS).first.is_visible()  # shown as text
     assert page.evaluate("window.__xss") is None  # ... and never run
     assert requests == [out.as_uri()] and problems == []
-    readme_screenshot(page, "report.png", tmp_path)
+    # the README's picture: the top of the report (models, loss curves, leaderboard), not all 8,000 pixels
+    folder = REPO / "docs" if os.environ.get("WORKBENCH_UPDATE_SCREENSHOTS") == "1" else tmp_path
+    assert page.screenshot(path=str(folder / "report.png")).startswith(b"\x89PNG")
     page.context.close()
 
 
