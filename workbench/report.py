@@ -209,7 +209,7 @@ def _training_section(scope: _Scope) -> Section:
     section = Section("training", "Loss curves")
     runs = [model for model in store.training_models(scope.db) if model in scope.models]
     if not runs:
-        section.blocks.append(Note("No training runs in the store: `workbench import runs/RUN --db DB` adds one."))
+        section.blocks.append(Note("No training runs of these models: `workbench import runs/RUN --db DB` adds one."))
         return section
     curves = {model: store.training_metrics(scope.db, model) for model in runs}
     section.blocks.append(_svg(loss_figure(curves), "train and validation loss"))
@@ -241,7 +241,8 @@ def _leaderboard_section(scope: _Scope) -> Section:
     section.blocks.append(
         Note(
             "Ratings: Bradley-Terry on the Elo scale with 95 % bootstrap intervals ('too few' under "
-            f"{stats.MIN_COMPARISONS} comparisons or when a model won or lost them all); ties count half."
+            f"{stats.MIN_COMPARISONS} comparisons or when a model won or lost them all); ties count half. "
+            "Fitted on every model's comparisons in scope, as `workbench stats` fits them."
         )
     )
     for source, result in summary["pairwise"].items():
@@ -359,7 +360,7 @@ def _pairwise_section(scope: _Scope) -> Section:
             )
     if not rows:
         section.blocks.append(
-            Note("No pairwise judge verdicts in the store: `workbench judge --mode pairwise` adds them.")
+            Note("No pairwise judge verdicts on these models: `workbench judge --mode pairwise` adds them.")
         )
         return section
     section.blocks.append(
@@ -441,7 +442,7 @@ def _benchmarks_section(scope: _Scope) -> Section:
     section = Section("benchmarks", "Benchmark accuracy per subject")
     runs = [row for row in store.newest_benchmark_runs(scope.db) if row["model"] in scope.models]
     if not runs:
-        section.blocks.append(Note("No benchmark runs in the store: `workbench bench --db DB --run RUN` adds them."))
+        section.blocks.append(Note("No benchmark runs of these models: `workbench bench --db DB --run RUN` adds them."))
         return section
     by_label: dict[str, list[dict]] = {}
     for row in runs:
@@ -611,24 +612,25 @@ def render_html(report: Report) -> str:
 _MARKDOWN_SPECIAL = re.compile(r"([\\`*_|~])")
 
 
-def _md(text: Any) -> str:
+def _md(text: Any, *, paragraph: bool = False) -> str:
     """Data made inert for Markdown (GitHub's): HTML escaped, emphasis, code, tables and links neutralised,
-    one line (a table cell's line breaks become ``<br>``)."""
+    one line (line breaks become ``<br>``); a ``paragraph`` also may not start a heading, list or quote."""
     escaped = _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(text), quote=False)).replace("](", "]\\(")
-    escaped = re.sub(r"^([#+\->=])", r"\\\1", escaped)
+    if paragraph:
+        escaped = re.sub(r"^([#+\->=])", r"\\\1", escaped)
     return "<br>".join(escaped.splitlines())
 
 
 def render_markdown(report: Report) -> str:
     """The report as GitHub Markdown for a pull request; figures are named, not drawn."""
-    lines = [f"# {_md(report.title)}", "", _md(report.scope), ""]
+    lines = [f"# {_md(report.title)}", "", _md(report.scope, paragraph=True), ""]
     for section in report.sections:
         lines += [f"## {section.title}", ""]
         for block in section.blocks:
             if isinstance(block, Note):
-                lines += [_md(block.text), ""]
+                lines += [_md(block.text, paragraph=True), ""]
             elif isinstance(block, Table):
-                lines += [_md(block.folded) + ":", ""] if block.folded else []
+                lines += [_md(block.folded, paragraph=True) + ":", ""] if block.folded else []
                 lines.append("| " + " | ".join(_md(header) for header in block.headers) + " |")
                 lines.append("|" + "---|" * len(block.headers))
                 lines += ["| " + " | ".join(_md(cell) for cell in row) + " |" for row in block.rows]

@@ -21,7 +21,7 @@ import pytest
 
 from tests.conftest import REPO
 from tests.workbench.test_app import TIMEOUT_MS, _start, open_page
-from workbench import importing, stats, store
+from workbench import analysis, importing, stats, store
 from workbench.bench import run_benchmark
 from workbench.cli import main
 
@@ -255,14 +255,31 @@ def test_the_data_tab_offers_the_report_for_download(browser, book_db):
         blocks.close()
 
 
+@pytest.mark.slow
+def test_dataset_and_models_narrow_every_section(report_db, tmp_path):
+    out = tmp_path / "book.md"
+    narrow = ["--dataset", BOOK, "--models", MODEL_1, MODEL_2]
+    assert main(["report", "--db", str(report_db), "--out", str(out), "--format", "md", *narrow]) == 0
+    text = out.read_text(encoding="utf-8")
+    db = store.open_db(report_db)
+    gpt4 = analysis.compare(db, MODEL_1, MODEL_2, dataset=BOOK)["differences"]["gpt4"]
+    db.close()
+    assert gpt4["n"] == 100  # the script item belongs to another data set
+    row = [_num(gpt4[key]) for key in ("mean_a", "mean_b", "mean_difference")]
+    assert f"| gpt4 | 100 | {' | '.join(row)} | {stats.bounds_text(gpt4['low'], gpt4['high'])} |" in text
+    assert "Models: model 1 response, model 2 response." in text and RUN_A not in text
+    assert "No training runs of these models: " in text and "No benchmark runs of these models: " in text
+    assert "script" not in text
+
+
 def test_a_store_without_runs_benchmarks_or_pairwise_judges_says_so(book_db, tmp_path):
     out = tmp_path / "report.md"
     assert main(["report", "--db", str(book_db), "--out", str(out), "--format", "md", "--resamples", "50"]) == 0
     text = out.read_text(encoding="utf-8")
     assert [line for line in text.splitlines() if line.startswith("## ")] == [f"## {t}" for t in SECTIONS.values()]
-    assert "No training runs in the store" in text
-    assert "No benchmark runs in the store" in text
-    assert "No pairwise judge verdicts in the store" in text
+    assert "No training runs of these models: " in text
+    assert "No benchmark runs of these models: " in text
+    assert "No pairwise judge verdicts on these models: " in text
     assert "No human grades" in text
 
 
