@@ -659,6 +659,8 @@ def write_report(
         raise UserError(f"{db_path}: no such database")
     if not out.parent.is_dir():
         raise UserError(f"{out.parent}: no such folder for --out")
+    if out.is_dir():
+        raise UserError(f"{out}: a folder; --out names the file to write")
     db = store.open_db(db_path)
     try:
         report = build_report(db, dataset=dataset, models=models, resamples=resamples, seed=seed, top=top)

@@ -288,6 +288,7 @@ def test_a_store_without_runs_benchmarks_or_pairwise_judges_says_so(book_db, tmp
     [
         (["--dataset", "nope"], "error: unknown data set 'nope'; known: 'eval-example-data'"),
         (["--models", MODEL_1, "nope"], "error: unknown model (response key) 'nope'; known: "),
+        (["--top", "0"], "error: --resamples and --top must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_and_writes_nothing(book_db, tmp_path, capsys, db_snapshot, argv, message):
@@ -308,3 +309,5 @@ def test_a_missing_database_or_output_folder_is_refused(book_db, tmp_path, capsy
     folder = tmp_path / "no" / "such"
     assert main(["report", "--db", str(book_db), "--out", str(folder / "r.html")]) == 2
     assert capsys.readouterr().err == f"error: {folder}: no such folder for --out\n"
+    assert main(["report", "--db", str(book_db), "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"error: {tmp_path}: a folder; --out names the file to write\n"
