@@ -177,6 +177,7 @@ def agreement(
     judges: Sequence[str],
     *,
     models: Sequence[str] | None = None,
+    dataset: str | None = None,
     alpha_level: str = DEFAULT_ALPHA_LEVEL,
     resamples: int = stats.DEFAULT_RESAMPLES,
     seed: int = 0,
@@ -185,12 +186,13 @@ def agreement(
     the responses both scored, as the app's Agreement tab shows them (``pair_agreement``: kappa and alpha on
     the common 1-5 scale, alpha ``ordinal`` or ``interval``). ``human`` against a reviewer is the other
     reviewers' mean. Whenever human grades are involved, also alpha among all reviewers of those responses.
+    ``dataset`` keeps only that data set's responses (the report's ``--dataset``).
     """
     if len(judges) != 2 or judges[0] == judges[1]:
         raise UserError(f"--judges takes two different names, got {list(judges)}")
     _check_models(db, models)
     keys = [_rater_key(db, name) for name in judges]
-    pair = rater_pair(db, *keys, models=models)
+    pair = rater_pair(db, *keys, dataset=dataset, models=models)
     shared = sorted(pair.scores[0].keys() & pair.scores[1].keys())
     scope = ", ".join(models) if models else "all models"
     if len(shared) < 3:
@@ -292,20 +294,27 @@ def _human_mean(summary: dict) -> dict | None:
     return {"mean": summary["mean_grade"], "n": summary["graded"], "grades": summary["grades"]}
 
 
-def model_stats(db: sqlite_utils.Database, *, resamples: int = stats.DEFAULT_RESAMPLES, seed: int = 0) -> dict:
+def model_stats(
+    db: sqlite_utils.Database,
+    *,
+    dataset: str | None = None,
+    resamples: int = stats.DEFAULT_RESAMPLES,
+    seed: int = 0,
+) -> dict:
     """Per model: responses, mean judge score per judge (own scale), mean human grade; per source of pairwise
     outcomes (``outcome_sources``): win rates, Bradley-Terry ratings with bootstrap CIs, and online Elo; per
-    benchmark configuration, accuracy. The app's Leaderboard shows the same figures."""
+    benchmark configuration, accuracy. The app's Leaderboard shows the same figures. ``dataset`` keeps only
+    that data set's responses and comparisons (benchmarks are no data set's)."""
     models = {
         row["model"]: {
             "responses": row["responses"],
             "judges": row["judges"],
             "human": _human_mean(row),
         }
-        for row in store.model_summary(db)
+        for row in store.model_summary(db, dataset=dataset)
     }
     pairwise = {}
-    for source, read in outcome_sources(db).items():
+    for source, read in outcome_sources(db, dataset=dataset).items():
         outcomes = read()
         if outcomes:
             pairwise[source] = pairwise_summary(outcomes, resamples=resamples, seed=seed)
@@ -326,16 +335,19 @@ def compare(
     model_a: str,
     model_b: str,
     *,
+    dataset: str | None = None,
     resamples: int = stats.DEFAULT_RESAMPLES,
     seed: int = 0,
 ) -> dict:
     """Is ``model_b`` better than ``model_a``? Paired tests on the same items for every judge and for the
     human mean grade, head-to-head human preferences, and McNemar on per-question benchmark correctness, per
-    benchmark configuration both models ran (``benchmark_label``; a sample and the full set are not mixed)."""
+    benchmark configuration both models ran (``benchmark_label``; a sample and the full set are not mixed).
+    ``dataset`` keeps only that data set's items for the paired tests."""
     if model_a == model_b:
         raise UserError(f"--models takes two different models, got {model_a!r} twice")
     _check_models(db, (model_a, model_b))
-    responses_a, responses_b = store.response_ids_by_item(db, model_a), store.response_ids_by_item(db, model_b)
+    responses_a = store.response_ids_by_item(db, model_a, dataset)
+    responses_b = store.response_ids_by_item(db, model_b, dataset)
     differences = {}
     raters = store.judge_names(db) + ([HUMAN] if store.reviewer_names(db) else [])
     for rater in raters:
@@ -404,7 +416,8 @@ def format_agreement(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _rating(estimate: dict) -> str:
+def rating_text(estimate: dict) -> str:
+    """A Bradley-Terry rating with its interval, as ``stats`` and the report print it: ``1023 [990, 1050]``."""
     return f"{_num(estimate['value'])} {stats.interval_text(stats.Estimate(**estimate))}"
 
 
@@ -429,7 +442,7 @@ def format_stats(report: dict) -> str:
                 str(r["losses"]),
                 str(r["ties"]),
                 _num(r["win_rate"]),
-                _rating(r["bradley_terry"]),
+                rating_text(r["bradley_terry"]),
                 _num(r["elo"]),
             )
             for model, r in sorted(result["models"].items(), key=lambda item: -item[1]["bradley_terry"]["value"])

@@ -11,8 +11,7 @@ from collections.abc import Sequence
 import gradio as gr
 import sqlite_utils
 
-from workbench import analysis, store
-from workbench.app import plots
+from workbench import analysis, plots, store
 from workbench.app.core import SHOWN_RESAMPLES, App, agreement_row, rounded, table
 
 NEED_TWO = "Two raters are needed: run `workbench judge`, import a judge's scores, or grade in Review."

@@ -5,8 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from trainer.errors import UserError
-from workbench import store
-from workbench.app import plots
+from workbench import plots, store
 from workbench.app.core import App, rounded, table
 
 RUN_COLUMNS = ["id", "model_name", "tasks", "num_fewshot", "limit_n", "lm_eval_version", "finished_at"]

@@ -1,4 +1,5 @@
-"""The Data tab (admins): upload files to import, download exports, and choose blind review per data set.
+"""The Data tab (admins): upload files to import, download exports and the report, and choose blind review per
+data set.
 
 Uploads are all or nothing across files (one transaction), limited in size by ``launch(max_upload_mb=...)``,
 and copied into a folder of their own that is removed afterwards; exports are written to the app's scratch
@@ -14,7 +15,7 @@ from pathlib import Path
 import gradio as gr
 
 from trainer.errors import UserError
-from workbench import importing, store
+from workbench import importing, report, store
 from workbench.app.core import App, Refused, inline
 
 
@@ -45,6 +46,11 @@ def build(app: App) -> None:
         fmt = gr.Dropdown(importing.EXPORT_FORMATS, value="json", label="Export format", elem_id="export-format")
         export_button = gr.Button("Export", elem_id="data-export")
         download = gr.File(label="Download", interactive=False, elem_id="export-file")
+    with gr.Row():
+        report_button = gr.Button(
+            "Build the report (HTML) for the data set and models chosen at the top", elem_id="data-report"
+        )
+        report_file = gr.File(label="Report", interactive=False, elem_id="report-file")
     with gr.Row():
         blind = gr.Checkbox(
             label="Blind review for the data set chosen at the top: models shown as A-D until graded",
@@ -89,6 +95,16 @@ def build(app: App) -> None:
             raise Refused(str(exc)) from exc
         return str(out), ""
 
+    def do_report(request: gr.Request, current_dataset, current_models):
+        """``workbench report`` for the scope bar's data set and models (none chosen: all of them)."""
+        app.require_admin(request, "download the report")
+        out = app.scratch_file("workbench-report.html")
+        try:
+            report.write_report(app.db_path, out, dataset=current_dataset or None, models=current_models or None)
+        except UserError as exc:
+            raise Refused(str(exc)) from exc
+        return str(out), ""
+
     def set_blind(request: gr.Request, chosen, current_dataset):
         app.require_admin(request, "change review settings")
         if not current_dataset:
@@ -106,6 +122,11 @@ def build(app: App) -> None:
     )
     export_button.click(
         inline(do_export, [download, status], status), inputs=[fmt, app.dataset], outputs=[download, status]
+    )
+    report_button.click(
+        inline(do_report, [report_file, status], status),
+        inputs=[app.dataset, app.models],
+        outputs=[report_file, status],
     )
     blind_button.click(
         inline(set_blind, [blind_result], blind_result), inputs=[blind, app.dataset], outputs=blind_result

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from workbench import store
-from workbench.app import plots
+from workbench import plots, store
 from workbench.app.core import App, table
 
 COLUMNS = ["model", "step", "epoch", "tokens_seen", "train_loss", "val_loss"]

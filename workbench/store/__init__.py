@@ -10,6 +10,7 @@ from workbench.store.benchmarks import (
     benchmark_runs,
     benchmark_samples,
     find_benchmark_run,
+    newest_benchmark_runs,
     save_benchmark_run,
 )
 from workbench.store.campaigns import (
@@ -53,6 +54,7 @@ from workbench.store.core import (
     judge_score_rows,
     model_id,
     model_names,
+    model_origins,
     model_response_counts,
     next_position,
     older_graded_versions,
@@ -77,6 +79,7 @@ from workbench.store.judging import (
     get_or_create_llm_judge,
     judge_pairwise_results,
     judge_score_results,
+    pairwise_verdicts_by_judge,
     pending_pairwise,
     pending_scores,
     save_judge_pairwise,

@@ -183,6 +183,12 @@ def _newest_configurations(db: sqlite_utils.Database, model: str | None = None) 
     )
 
 
+def newest_benchmark_runs(db: sqlite_utils.Database) -> list[dict]:
+    """Per model and benchmark configuration (``CONFIGURATION`` keys), its newest run: ``run_id``, ``model`` and
+    the configuration, the runs whose accuracies ``benchmark_accuracy`` reports."""
+    return [{key: row[key] for key in ("run_id", "model", *CONFIGURATION)} for row in _newest_configurations(db)]
+
+
 def benchmark_accuracy(db: sqlite_utils.Database) -> list[dict]:
     """Each model's overall accuracies (``acc``, MMLU's ``acc_macro``/``acc_micro``, ...) per benchmark
     configuration (``CONFIGURATION`` keys), from its newest run of that configuration; two configurations are

@@ -174,6 +174,18 @@ def model_names(db: sqlite_utils.Database) -> list[str]:
     return [row["name"] for row in db.query("SELECT name FROM models ORDER BY id")]
 
 
+def model_origins(db: sqlite_utils.Database) -> list[dict]:
+    """Every model with where it came from: kind, run folder and the run's config (decoded), in the order added."""
+    rows = db.query("SELECT name, kind, run_dir, config_json, created_at FROM models ORDER BY id")
+    return [
+        {
+            **{key: value for key, value in row.items() if key != "config_json"},
+            "config": json.loads(row["config_json"]) if row["config_json"] else None,
+        }
+        for row in rows
+    ]
+
+
 def model_id(db: sqlite_utils.Database, name: str) -> int:
     """The id of an existing model; the error lists the known names."""
     found = _one(db, "SELECT id FROM models WHERE name = ?", [name])

@@ -227,6 +227,13 @@ def judge_pairwise_results(db: sqlite_utils.Database, judge_id: int) -> list[dic
     )
 
 
+def pairwise_verdicts_by_judge(db: sqlite_utils.Database) -> dict[str, list[dict]]:
+    """Pairwise judge name -> every stored verdict of that judge (``judge_pairwise_results``), judges in the order
+    added."""
+    judges = db.execute("SELECT id, name FROM judges WHERE mode = 'pairwise' ORDER BY id").fetchall()
+    return {name: judge_pairwise_results(db, judge_id) for judge_id, name in judges}
+
+
 def set_injection_flags(db: sqlite_utils.Database, flags: Mapping[int, str | None]) -> int:
     """Record the injection detector's finding (None: clean) per response id; returns how many changed."""
     with transaction(db):

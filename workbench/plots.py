@@ -1,4 +1,5 @@
-"""Figures of the Agreement, Benchmarks and Training tabs.
+"""Figures of the app's Agreement, Benchmarks and Training tabs and of ``workbench report``: outside the app
+package, so that the report does not import Gradio.
 
 Names come from data, so every text in a figure is drawn literally: matplotlib would otherwise read
 ``$...$`` in a model or rater name as math text and fail to draw it. Gradio draws a figure after the
