@@ -123,7 +123,9 @@ class TensorBoardTracker:
     def __init__(self, *, log_dir: Path, run_name: str, params: Mapping, **_) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(log_dir=str(log_dir / "tb" / run_name), purge_step=0)
+        # A run name's slashes make subfolders; a part such as ".." cannot lead out of log_dir/tb.
+        parts = ["_" if part in ("", ".", "..") else part for part in run_name.split("/")]
+        self.writer = SummaryWriter(log_dir=str(log_dir.joinpath("tb", *parts)), purge_step=0)
         table = "\n".join(f"| {key} | {value} |" for key, value in flatten_params(params).items())
         self.writer.add_text("params", "| setting | value |\n| --- | --- |\n" + table, global_step=0)
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -141,6 +143,59 @@ def test_under_torchrun_only_rank_0_logs(tmp_path, sample_data):
     folder = run_dir / "tb" / "ddp"
     assert len(list(folder.glob("events.out.tfevents.*"))) == 1  # one writer: rank 0
     assert_same_curve(tensorboard_scalars(folder)["val_loss"], curves(metrics_rows(run_dir))["val_loss"])
+
+
+def wandb_records(run_file: Path) -> Iterator:
+    """The protobuf records of a W&B ``.wandb`` run file: a LevelDB-style log (a 7-byte header, then 32 KiB
+    blocks of records, each with a 7-byte header, split across blocks when long). W&B's own Python reader is
+    gone since its Go core took over, and an offline run keeps everything in this file."""
+    from wandb.proto import wandb_internal_pb2
+
+    data, block, position, pending = run_file.read_bytes(), 32768, 7, b""
+    assert struct.unpack("<4sHB", data[:7]) == (b":W&B", 0xBEE1, 0)
+    while position + 7 <= len(data):
+        left_in_block = block - position % block
+        _, length, kind = struct.unpack("<IHB", data[position : position + 7])
+        if left_in_block < 7 or (length, kind) == (0, 0):  # the padding at a block's end
+            position += left_in_block
+            continue
+        pending += data[position + 7 : position + 7 + length]
+        position += 7 + length
+        if kind in (1, 4):  # a whole record, or the last part of one
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            yield record
+
+
+def wandb_item(item) -> tuple[str, object]:
+    """(key, value) of one logged item; the core writes the key as a one-part ``nested_key``."""
+    return item.key or "/".join(item.nested_key), json.loads(item.value_json)
+
+
+def test_finetune_logs_to_wandb_offline_without_a_login(tmp_path, sample_data, monkeypatch):
+    wandb = pytest.importorskip("wandb", reason="wandb is optional, not in the test extra: pip install -e '.[wandb]'")
+    for name in ("WANDB_MODE", "WANDB_API_KEY", "WANDB_PROJECT"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("WANDB_CONFIG_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_CONSOLE", "off")  # pytest captures the console itself
+    run_dir = tmp_path / "run"
+    command = [*FINETUNE, "--data", str(sample_data), "--out", str(run_dir), "--max-steps", "2"]
+    assert trainer_main([*command, "--log-to", "wandb"]) == 0
+    wandb.teardown()  # W&B's core writes the run file after finish(); at the latest when the process ends
+
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")  # offline, in the run folder
+    records = list(wandb_records(run_file))
+    (run,) = [record.run for record in records if record.HasField("run")]
+    assert (run.display_name, run.run_group, run.project) == ("run", "finetune", "gpt-instruct-workbench")
+    history = [dict(map(wandb_item, record.history.item)) for record in records if record.HasField("history")]
+    for row, logged in zip(metrics_rows(run_dir), history, strict=True):
+        assert logged["_step"] == row.pop("step") and {key: logged[key] for key in row} == pytest.approx(row)
+    summary = {}
+    for record in records:
+        summary.update(map(wandb_item, record.summary.update))
+    assert summary["summary/steps"] == 2
 
 
 # --- judge -------------------------------------------------------------------------------------------------
