@@ -3,6 +3,7 @@ MLflow's local store, value for value; a missing package is one line and exit 2 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import require
 from tests.workbench.test_judge import make_db
 from trainer.cli import main as trainer_main
 from trainer.tracking import flatten
@@ -33,6 +35,13 @@ def _no_outside_tracking_settings(monkeypatch):
     """The trackers' own environment variables would send the runs elsewhere."""
     for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME"):
         monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def tracker_packages() -> None:
+    """TensorBoard and MLflow, which the test extra installs (their absence fails under WORKBENCH_STRICT=1)."""
+    for package in ("tensorboard", "mlflow"):
+        require(importlib.util.find_spec(package) is not None, f"{package} not installed (pip install -e '.[test]')")
 
 
 def tensorboard_scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -74,6 +83,7 @@ def assert_same_curve(points: list[tuple[int, float]], expected: list[tuple[int,
 # --- finetune ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("tracker_packages")
 def test_finetune_mirrors_every_metrics_row_to_tensorboard_and_a_resume_leaves_no_duplicates(
     tmp_path, sample_data, capsys
 ):
@@ -92,6 +102,7 @@ def test_finetune_mirrors_every_metrics_row_to_tensorboard_and_a_resume_leaves_n
     assert scalars["summary/best_val_loss"] == [(4, pytest.approx(summary["best_val_loss"], rel=1e-6))]
 
 
+@pytest.mark.usefixtures("tracker_packages")
 def test_finetune_logs_params_and_metrics_to_mlflow_in_the_working_folder(tmp_path, sample_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "runs" / "tiny"
@@ -111,6 +122,7 @@ def test_finetune_logs_params_and_metrics_to_mlflow_in_the_working_folder(tmp_pa
     assert "summary/tokens_per_second" in run.data.metrics
 
 
+@pytest.mark.usefixtures("tracker_packages")
 def test_a_failed_finetune_marks_the_mlflow_run_failed(tmp_path, sample_data, monkeypatch):
     monkeypatch.chdir(tmp_path)
     import trainer.train
@@ -128,6 +140,7 @@ def test_a_failed_finetune_marks_the_mlflow_run_failed(tmp_path, sample_data, mo
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("tracker_packages")
 def test_under_torchrun_only_rank_0_logs(tmp_path, sample_data):
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "trainer"]
@@ -201,6 +214,7 @@ def test_finetune_logs_to_wandb_offline_without_a_login(tmp_path, sample_data, m
 # --- judge -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("tracker_packages")
 def test_judge_logs_its_summary_to_tensorboard_and_mlflow(tmp_path, capsys):
     texts = {"model a": ["alpha one", "alpha two", "alpha three"], "model b": ["beta one", "beta two", "beta 3"]}
     db_path = make_db(tmp_path / "judge.db", texts)
@@ -226,6 +240,7 @@ def test_judge_logs_its_summary_to_tensorboard_and_mlflow(tmp_path, capsys):
 # --- bench -------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.usefixtures("tracker_packages")
 def test_bench_logs_accuracies_per_subject_beside_the_run(tiny_run, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
     monkeypatch.chdir(tmp_path)
