@@ -153,7 +153,13 @@ class MLflowTracker:
             # MLflow 3.13+ asks for this opt-in before it uses the local file store: the store asked for here.
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
             uri = (log_dir / "mlruns" if log_dir else Path("mlruns")).resolve().as_uri()
-        self.client = MlflowClient(tracking_uri=uri)
+        try:
+            self.client = MlflowClient(tracking_uri=uri)
+        except ImportError as exc:  # mlflow-skinny has no database stores
+            raise UserError(
+                f"--log-to mlflow: the tracking URI {uri} needs the {exc.name} package, which the full mlflow "
+                "package brings: pip install mlflow"
+            ) from None
         found = self.client.get_experiment_by_name(experiment)
         experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
         self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id

@@ -358,28 +358,11 @@ def finetune(
     state = Progress()
     if saved_state is not None:
         state = _restore_training(saved_state, network, optimizer, torch_device)
+    if resumable and previous_config is not None:
+        run_config["created_at"] = previous_config["created_at"]
     log_handler = None
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_handler = _start_log(run_dir)
-        if resumable and previous_config is not None:
-            run_config["created_at"] = previous_config["created_at"]
-        state.history = _rewind_metrics(run_dir, state.step if resumable else -1)
-        (run_dir / ckpt.CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
-        (run_dir / "split.json").write_text(json.dumps(split.indices) + "\n")
-        logger.info(
-            "%s %s at step %d: %d parameters, %d train / %d val entries, %d steps per epoch, device %s x %d",
-            "resuming" if resumable else "starting",
-            run_dir.name,
-            state.step,
-            network.num_parameters(),
-            len(train_set),
-            len(val_set),
-            steps_per_epoch,
-            torch_device,
-            dist_info.world_size,
-        )
     try:
+        # The trackers start before the run folder is written to: one that cannot start leaves it as it was.
         with tracking_run(
             log_to if dist_info.is_main else (),
             experiment="finetune",
@@ -388,6 +371,24 @@ def finetune(
             log_dir=log_dir,
             default_dir=run_dir,
         ) as tracker:
+            if dist_info.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                log_handler = _start_log(run_dir)
+                state.history = _rewind_metrics(run_dir, state.step if resumable else -1)
+                (run_dir / ckpt.CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
+                (run_dir / "split.json").write_text(json.dumps(split.indices) + "\n")
+                logger.info(
+                    "%s %s at step %d: %d parameters, %d train / %d val entries, %d steps per epoch, device %s x %d",
+                    "resuming" if resumable else "starting",
+                    run_dir.name,
+                    state.step,
+                    network.num_parameters(),
+                    len(train_set),
+                    len(val_set),
+                    steps_per_epoch,
+                    torch_device,
+                    dist_info.world_size,
+                )
             trainer = _Loop(
                 network=network,
                 model=model,

@@ -297,6 +297,19 @@ def test_a_missing_package_is_one_line_and_exit_2_before_any_work(backend, comma
     assert db_path.read_bytes() == before
 
 
+@pytest.mark.usefixtures("tracker_packages")
+@pytest.mark.parametrize("backend", ["tensorboard", "mlflow"])
+def test_an_unwritable_log_dir_is_one_line_and_leaves_the_run_folder_empty(backend, tmp_path, sample_data, capsys):
+    (tmp_path / "taken").write_text("a file, not a folder")
+    run_dir = tmp_path / "run"
+    command = [*FINETUNE, "--data", str(sample_data), "--out", str(run_dir), "--max-steps", "2"]
+    assert trainer_main([*command, "--log-to", backend, "--log-dir", str(tmp_path / "taken")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --log-to {backend}: cannot write its logs ([Errno 20] Not a directory: ")
+    assert err.count("\n") == 1 and str(tmp_path / "taken") in err
+    assert list(run_dir.iterdir()) == []  # nothing trained, nothing written
+
+
 def test_an_unknown_backend_is_a_usage_error(tmp_path, sample_data, capsys):
     with pytest.raises(SystemExit) as exit_info:
         trainer_main([*FINETUNE, "--data", str(sample_data), "--out", str(tmp_path / "run"), "--log-to", "csv"])
