@@ -32,9 +32,11 @@ FINETUNE += ["--eval-every", "2", "--device", "cpu"]
 
 @pytest.fixture(autouse=True)
 def _no_outside_tracking_settings(monkeypatch):
-    """The trackers' own environment variables would send the runs elsewhere."""
-    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE", "MLFLOW_EXPERIMENT_NAME"):
-        monkeypatch.delenv(name, raising=False)
+    """The trackers' own environment variables would send the runs elsewhere; whatever a test (or the MLflow
+    tracker, which opts in to the file store) sets in them is undone after it."""
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_ALLOW_FILE_STORE"):
+        monkeypatch.setenv(name, "")  # records the original state for the undo...
+        monkeypatch.delenv(name)  # ...and starts without the variable
 
 
 @pytest.fixture(scope="session")
