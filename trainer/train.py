@@ -21,6 +21,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -53,6 +54,7 @@ from trainer.errors import UserError
 from trainer.files import write_atomically
 from trainer.model import CONFIGS, GPT
 from trainer.tokenizer import get_tokenizer
+from trainer.tracking import Tracking, add_cli_options, require_backends, tracking_run
 
 logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
@@ -265,6 +267,8 @@ def finetune(
     shuffle_seed: int | None = None,
     name: str | None = None,
     progress: bool = True,
+    log_to: Sequence[str] = (),
+    log_dir: str | os.PathLike | None = None,
 ) -> dict:
     """Fine-tune ``model`` on the instruction file ``data`` into the run folder ``out``; return a summary.
 
@@ -273,8 +277,11 @@ def finetune(
     ``eval_batches`` limits each evaluation to that many batches per split (None: all). Under ``torchrun``
     every process trains on its share of each global batch and only global rank 0 writes; ``fsdp`` shards
     weights, gradients and optimizer state across the processes instead of copying them to each.
+    ``log_to`` names trackers (``trainer.tracking``) that rank 0 mirrors every metrics row to, in ``log_dir``
+    (default: the run folder; MLflow: ./mlruns).
     """
     _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
+    log_to = require_backends(log_to)
     dist_info, torch_device = Distributed.from_environment(pick_device(device))
     if fsdp and dist_info.world_size == 1:
         raise UserError("--fsdp shards the model across processes: launch it with torchrun and 2 or more processes")
@@ -351,43 +358,53 @@ def finetune(
     state = Progress()
     if saved_state is not None:
         state = _restore_training(saved_state, network, optimizer, torch_device)
+    if resumable and previous_config is not None:
+        run_config["created_at"] = previous_config["created_at"]
     log_handler = None
-    if dist_info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_handler = _start_log(run_dir)
-        if resumable and previous_config is not None:
-            run_config["created_at"] = previous_config["created_at"]
-        state.history = _rewind_metrics(run_dir, state.step if resumable else -1)
-        (run_dir / ckpt.CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
-        (run_dir / "split.json").write_text(json.dumps(split.indices) + "\n")
-        logger.info(
-            "%s %s at step %d: %d parameters, %d train / %d val entries, %d steps per epoch, device %s x %d",
-            "resuming" if resumable else "starting",
-            run_dir.name,
-            state.step,
-            network.num_parameters(),
-            len(train_set),
-            len(val_set),
-            steps_per_epoch,
-            torch_device,
-            dist_info.world_size,
-        )
-    trainer = _Loop(
-        network=network,
-        model=model,
-        optimizer=optimizer,
-        run_dir=run_dir,
-        run_config=run_config,
-        state=state,
-        train_set=train_set,
-        val_set=val_set,
-        dist_info=dist_info,
-        device=torch_device,
-        steps_per_epoch=steps_per_epoch,
-        total_steps=total_steps,
-    )
     try:
-        summary = trainer.run(progress=progress and dist_info.is_main)
+        # The trackers start before the run folder is written to: one that cannot start leaves it as it was.
+        with tracking_run(
+            log_to if dist_info.is_main else (),
+            experiment="finetune",
+            run_name=run_config["name"],
+            params=run_config,
+            log_dir=log_dir,
+            default_dir=run_dir,
+        ) as tracker:
+            if dist_info.is_main:
+                run_dir.mkdir(parents=True, exist_ok=True)
+                log_handler = _start_log(run_dir)
+                state.history = _rewind_metrics(run_dir, state.step if resumable else -1)
+                (run_dir / ckpt.CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
+                (run_dir / "split.json").write_text(json.dumps(split.indices) + "\n")
+                logger.info(
+                    "%s %s at step %d: %d parameters, %d train / %d val entries, %d steps per epoch, device %s x %d",
+                    "resuming" if resumable else "starting",
+                    run_dir.name,
+                    state.step,
+                    network.num_parameters(),
+                    len(train_set),
+                    len(val_set),
+                    steps_per_epoch,
+                    torch_device,
+                    dist_info.world_size,
+                )
+            trainer = _Loop(
+                network=network,
+                model=model,
+                optimizer=optimizer,
+                run_dir=run_dir,
+                run_config=run_config,
+                state=state,
+                train_set=train_set,
+                val_set=val_set,
+                dist_info=dist_info,
+                device=torch_device,
+                steps_per_epoch=steps_per_epoch,
+                total_steps=total_steps,
+                tracker=tracker,
+            )
+            summary = trainer.run(progress=progress and dist_info.is_main)
     finally:
         if log_handler is not None:
             logger.removeHandler(log_handler)
@@ -450,8 +467,10 @@ class _Loop:
         device,
         steps_per_epoch,
         total_steps,
+        tracker: Tracking,
     ):
         self.network, self.optimizer, self.run_dir = network, optimizer, run_dir
+        self.tracker = tracker
         self.config, self.hp, self.state = run_config, run_config["train"], state
         self.train_set, self.val_set, self.dist, self.device = train_set, val_set, dist_info, device
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
@@ -513,6 +532,7 @@ class _Loop:
         if self.dist.is_main:
             with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
                 metrics.write(json.dumps(row) + "\n")
+            self._track(row)
             message = (
                 f"step {row['step']} epoch {row['epoch']:.2f} tokens {row['tokens_seen']}: "
                 f"train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}" + (" (best)" if improved else "")
@@ -523,6 +543,10 @@ class _Loop:
             ckpt.save_checkpoint(self.network.config, weights, self.run_dir / "last", resume_state)
         patience = self.hp["patience"]
         return patience is not None and state.evals_without_improvement >= patience
+
+    def _track(self, row: dict) -> None:
+        """Mirror one metrics row to the trackers, at its step."""
+        self.tracker.log_metrics({key: value for key, value in row.items() if key != "step"}, row["step"])
 
     def _resume_state(self) -> dict:
         state = {
@@ -563,6 +587,8 @@ class _Loop:
         state, hp = self.state, self.hp
         started, start_tokens = time.perf_counter(), state.tokens_seen
         stopped_early = False
+        for row in state.history:  # a resumed run: the trackers get the rows it kept, then the new ones
+            self._track(row)
         if state.step == 0 and not state.history:
             stopped_early = self._evaluate()  # the untrained baseline, so the curve starts at step 0
         bar = tqdm(
@@ -614,6 +640,7 @@ class _Loop:
         }
         if self.dist.is_main:
             logger.info("done: %s", json.dumps(summary))
+        self.tracker.log_summary({"summary": summary}, step=state.step)
         return summary
 
 
@@ -657,6 +684,7 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--shuffle-seed", type=int, help="shuffle entries before the 85/10/5 split")
     parser.add_argument("--tokenizer-file", help="GPT-2 ranks file in tiktoken format (offline)")
     parser.add_argument("--name", help="run name (default: the folder name)")
+    add_cli_options(parser, log_dir_default="the run folder")
     parser.set_defaults(func=_run_cli)
 
 
@@ -687,6 +715,8 @@ def _run_cli(args: argparse.Namespace) -> int:
         tokenizer_file=args.tokenizer_file,
         shuffle_seed=args.shuffle_seed,
         name=args.name,
+        log_to=args.log_to,
+        log_dir=args.log_dir,
     )
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))

@@ -32,6 +32,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from trainer.errors import UserError
+from trainer.tracking import add_cli_options, log_summary_run, require_backends
 
 REPO = Path(__file__).resolve().parent.parent
 TASKS_DIR = REPO / "datasets" / "tasks"
@@ -760,6 +761,18 @@ def plot_subject_accuracy(results: list[dict], path: str | os.PathLike, *, title
     return path
 
 
+def results_as_metrics(results: list[dict]) -> dict[str, float]:
+    """``{"TASK/SUBJECT/METRIC": value}`` (no subject for a task's own score), with ``..._stderr`` beside each
+    value that has one: the numbers a tracker logs."""
+    metrics = {}
+    for row in results:
+        key = "/".join(part for part in (row["task"], row["subject"], row["metric"]) if part)
+        metrics[key] = row["value"]
+        if row["stderr"] is not None:
+            metrics[f"{key}_stderr"] = row["stderr"]
+    return metrics
+
+
 def format_results(results: list[dict]) -> str:
     """A plain table: one line per task / subject / metric."""
     lines = [f"{'task':<10} {'subject':<38} {'metric':<10} {'value':>7} {'stderr':>7} {'n':>6} shots"]
@@ -800,10 +813,12 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--force", action="store_true", help="evaluate again even if stored with these settings")
     parser.add_argument("--plot", help="write a per-subject MMLU accuracy chart (PNG) here")
     parser.add_argument("--log-file", help="append lm-eval's messages here (default: DB file name + .bench.log)")
+    add_cli_options(parser, log_dir_default="the run folder with --run, else the working folder")
     parser.set_defaults(func=_cli)
 
 
 def _cli(args) -> int:
+    log_to = require_backends(args.log_to)  # a missing package stops us before lm-eval starts
     summary = run_benchmark(
         args.db,
         run=args.run,
@@ -818,6 +833,24 @@ def _cli(args) -> int:
         force=args.force,
         log_file=args.log_file,
         nproc=args.nproc,
+    )
+    log_summary_run(
+        log_to,
+        results_as_metrics(summary["results"]),
+        experiment="bench",
+        run_name=f"bench/{summary['model']}",
+        params={
+            "model": summary["model"],
+            "benchmark_run_id": summary["benchmark_run_id"],
+            "cached": summary["cached"],
+            "checkpoint": args.checkpoint if args.run else None,
+            "tasks": args.tasks,
+            "num_fewshot": args.num_fewshot,
+            "limit": args.limit,
+            "mmlu_dir": args.mmlu_dir or str(SAMPLE_MMLU_DIR),
+        },
+        log_dir=args.log_dir,
+        default_dir=args.run or ".",
     )
     print(format_results(summary["results"]))
     wrong = sum(1 for sample in summary["samples"] if sample["correct"] == 0)

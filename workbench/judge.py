@@ -35,6 +35,7 @@ from scipy.special import expit
 
 from trainer.errors import UserError
 from trainer.shards import SHARD_HELP, Shard, parse_shard
+from trainer.tracking import add_cli_options, log_summary_run, require_backends
 from workbench import store
 from workbench.backends import (
     Backend,
@@ -447,7 +448,12 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+# The summary's settings, logged as a tracker run's parameters; its numbers are the metrics.
+TRACKED_SETTINGS = ("judge", "backend", "judge_model", "digest", "template_hash", "mode", "hosts", "shard")
+
+
 def _handle(args: argparse.Namespace) -> int:
+    log_to = require_backends(args.log_to)  # a missing package stops us before any question is asked
     summary = run_judge(
         args.db,
         args.judge_model,
@@ -469,6 +475,16 @@ def _handle(args: argparse.Namespace) -> int:
         judge_name=args.judge_name,
         shard=args.shard,
         progress=sys.stderr.isatty(),
+    )
+    settings = {key: summary[key] for key in TRACKED_SETTINGS}
+    log_summary_run(
+        log_to,
+        {**summary, "flagged": len(summary["flagged"])},
+        experiment="judge",
+        run_name=f"judge/{summary['judge']}",
+        params={**settings, "repeats": args.repeats, "seed": args.seed, "dataset": args.dataset, "limit": args.limit},
+        log_dir=args.log_dir,
+        default_dir=".",
     )
     return print_batch_outcome(summary, format_summary(summary), args.json, failure_line)
 
@@ -516,4 +532,5 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--judge-name", help="name of the judge in the store (default: MODEL/MODE/KEY-HASH)")
     parser.add_argument("--shard", metavar="I/N", help=f"{SHARD_HELP} (an item's identity: its stable item id)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    add_cli_options(parser, log_dir_default="the working folder")
     parser.set_defaults(func=_handle)
