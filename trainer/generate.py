@@ -133,7 +133,7 @@ def _generate_batch(
         cache=cache,
         last_only=True,
     )[:, -1]
-    next_positions = torch.tensor(lengths, device=device)[:, None]
+    next_positions = torch.tensor(lengths, device=device)
     rows = list(range(len(prompts)))  # the running rows, as indices into prompts
     outputs: list[list[int]] = [[] for _ in prompts]
     while True:
@@ -154,7 +154,7 @@ def _generate_batch(
             tokens, mask, next_positions = tokens[kept], mask[kept], next_positions[kept]
             rows = [rows[j] for j in keep]
         step_mask = mask[:, : cache.length + 1] if any(padding[r] for r in rows) else None
-        logits = model(tokens[:, None], attention_mask=step_mask, position_ids=next_positions, cache=cache)[:, -1]
+        logits = model.decode(tokens, next_positions, cache, step_mask)
         next_positions = next_positions + 1
 
 

@@ -223,6 +223,28 @@ class GPT(nn.Module):
             x = x[:, -1:, :]
         return self.lm_head(self.ln_f(x))
 
+    def decode(
+        self, tokens: torch.Tensor, positions: torch.Tensor, cache: KVCache, padding: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Logits ``[batch, vocab]`` of one new token per row, in eval mode: what :meth:`forward` gives for
+        ``tokens[:, None]`` with ``position_ids=positions[:, None]``, ``attention_mask=padding`` and ``cache``.
+
+        A decoding step is small enough on the CPU that per-call overhead shows: here activations stay
+        ``[batch, dim]``, no mask or positions are built, and each block's modules are called in a row
+        (GPT-2 124M at batch 1: 3-5 % less time per token than :meth:`forward`, measured alternating the two).
+        """
+        batch, heads, head_dim = tokens.shape[0], self.config.n_heads, self.config.head_dim
+        mask = None if padding is None else padding[:, None, None, :].bool()
+        x = self.wte(tokens) + self.wpe(positions)
+        for block in self.h:
+            attn = block.attn
+            q, k, v = attn.c_attn(block.ln_1(x)).view(batch, 3, heads, 1, head_dim).unbind(1)
+            k, v = cache.append(attn.layer, k, v)
+            x = x + attn.c_proj(F.scaled_dot_product_attention(q, k, v, attn_mask=mask).view(batch, -1))
+            x = x + block.mlp(block.ln_2(x))
+        cache.length += 1
+        return self.lm_head(self.ln_f(x))
+
     @staticmethod
     def _attention_mask(padding: torch.Tensor | None, past: int, steps: int, device):
         """Boolean mask ``[batch, 1, steps, past + steps]``, or ``None`` when SDPA's causal path suffices."""

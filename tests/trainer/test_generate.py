@@ -21,6 +21,7 @@ from trainer.cli import main
 from trainer.data import encode, format_prompt, load_entries
 from trainer.errors import UserError
 from trainer.generate import filter_logits, generate_responses, generate_tokens, next_tokens
+from trainer.model import KVCache
 from trainer.weights import load_pretrained
 
 MINUS_INF = float("-inf")
@@ -342,3 +343,24 @@ def test_cli_out_that_is_not_a_file(kind, tiny_run, tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr == f"error: {out}: --out must be a JSON file, and this is not a regular file\n"
     assert stat.S_ISCHR(Path("/dev/full").stat().st_mode)  # the device is still there
+
+
+def test_decode_gives_the_logits_and_cache_of_forward(model):
+    """The one-token path equals the general one on a left-padded batch, cache included."""
+    config = model.config
+    generator = torch.Generator().manual_seed(3)
+    ids = torch.randint(0, 50256, (2, 6), generator=generator)
+    padding = torch.tensor([[0, 0, 1, 1, 1, 1, 1], [1] * 7]).bool()
+    positions = (torch.arange(6)[None, :] - torch.tensor([[2], [0]])).clamp(min=0)
+    new = torch.randint(0, 50256, (2,), generator=generator)
+    caches = [KVCache(config, 2, 8, "cpu", torch.float32) for _ in range(2)]
+    with torch.inference_mode():
+        for cache in caches:
+            model(ids, attention_mask=padding[:, :6], position_ids=positions, cache=cache)
+        general = model(new[:, None], attention_mask=padding, position_ids=torch.tensor([[4], [6]]), cache=caches[0])
+        decoded = model.decode(new, torch.tensor([4, 6]), caches[1], padding)
+    torch.testing.assert_close(decoded, general[:, -1], rtol=1e-5, atol=1e-5)
+    assert caches[0].length == caches[1].length == 7
+    for layer in range(config.n_layers):
+        torch.testing.assert_close(caches[1].keys[layer][:, :, :7], caches[0].keys[layer][:, :, :7])
+        torch.testing.assert_close(caches[1].values[layer][:, :, :7], caches[0].values[layer][:, :, :7])
