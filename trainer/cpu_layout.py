@@ -37,6 +37,8 @@ def lay_out_for_streaming(model: nn.Module) -> None:
     params = list(model.parameters())
     if getattr(model, LAID_OUT, False) or not params or params[0].device.type != "cpu":
         return
+    if not hasattr(mmap, "MAP_PRIVATE"):  # Windows: no private anonymous mappings to advise; leave them be
+        return
     sizes = [-(-p.numel() * p.element_size() // HUGE_PAGE) * HUGE_PAGE for p in params]
     # Private: a shared anonymous mapping is shmem, which transparent huge pages leave alone by default.
     area = mmap.mmap(-1, sum(sizes) + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)

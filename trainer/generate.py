@@ -74,9 +74,9 @@ def generate_tokens(
     device = model.wte.weight.device
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     results: list[list[int]] = [[] for _ in prompts]
+    lay_out_for_streaming(model)
     was_training = model.training
     model.eval()
-    lay_out_for_streaming(model)
     try:
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
