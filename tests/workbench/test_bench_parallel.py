@@ -109,7 +109,8 @@ def test_a_rank_killed_is_one_error_line_and_leaves_the_store_unchanged(tiny_run
     out, err = process.communicate(timeout=120)
     assert process.returncode == 2
     assert "Traceback" not in err and out == ""
-    lines = [line for line in err.splitlines() if line.strip()]
+    # rank 0 may have finished its share, and drawn its progress bar, before rank 1 was killed
+    lines = [line for line in err.splitlines() if line.strip() and not line.startswith("scoring:")]
     assert len(lines) == 1, err
     line = lines[0]
     assert line.startswith("error: 1 of 2 processes failed: rank ") and "SIGKILL" in line, err
