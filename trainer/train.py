@@ -360,7 +360,7 @@ def finetune(
         state = _restore_training(saved_state, network, optimizer, torch_device)
     if resumable and previous_config is not None:
         run_config["created_at"] = previous_config["created_at"]
-    log_handler = None
+    log_handler, trainer = None, None
     try:
         # The trackers start before the run folder is written to: one that cannot start leaves it as it was.
         with tracking_run(
@@ -409,6 +409,9 @@ def finetune(
         if log_handler is not None:
             logger.removeHandler(log_handler)
             log_handler.close()
+        # The DDP wrapper goes first: its reducer must not hold the last reference to the process group, or its
+        # destructor (which keeps the GIL) joins gloo's workers while one waits for the GIL: a hang at exit.
+        trainer = model = None
         dist_info.close()
     return summary
 

@@ -18,6 +18,7 @@ import sys
 import pytest
 import torch
 
+from tests.conftest import REPO
 from tests.llama_server import free_port
 from tests.trainer.test_train import files_of, read_metrics
 from trainer.checkpoint import load_run_model
@@ -173,3 +174,23 @@ def test_a_run_saved_with_positional_optimizer_state_still_resumes(tmp_path, tin
     finetune(data=sample_data, out=by_name, **settings)
     finetune(data=sample_data, out=by_position, **settings)
     assert_same_curve(read_metrics(by_position), read_metrics(by_name), tolerance=0.0)
+
+
+def test_the_ddp_wrapper_is_gone_before_the_process_group(tmp_path, sample_data):
+    """Otherwise the wrapper's reducer destroys the group later, holding the GIL, and can deadlock with a gloo
+    worker that needs the GIL to free a tensor (CI saw a torchrun finetune hang after printing its summary)."""
+    probe = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    probe += [str(REPO / "tests" / "trainer" / "teardown_probe.py")]
+    result = subprocess.run(
+        [*probe, *finetune_args(sample_data, tmp_path / "run")[2:]],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        env={**ENV, "PYTHONPATH": str(REPO)},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports = [json.loads(line) for line in result.stderr.splitlines() if "ddp_alive_at_destroy" in line]
+    assert sorted(reports, key=lambda report: report["rank"]) == [
+        {"rank": 0, "ddp_alive_at_destroy": 0},
+        {"rank": 1, "ddp_alive_at_destroy": 0},
+    ]
