@@ -52,6 +52,7 @@ from trainer.distributed import (
 )
 from trainer.errors import UserError
 from trainer.files import write_atomically
+from trainer.hooks import RunContext, StepHook, is_evaluation
 from trainer.model import CONFIGS, GPT
 from trainer.tokenizer import get_tokenizer
 from trainer.tracking import Tracking, add_cli_options, require_backends, tracking_run
@@ -147,8 +148,11 @@ def _check_global_batch(config_file: Path, old: dict, new: dict) -> None:
     )
 
 
-def _write_plot(run_dir: Path, history: list[dict]) -> None:
-    """``loss.png``: train and validation loss against epochs, tokens seen on a second x axis."""
+def _write_plot(
+    run_dir: Path, history: list[dict], hook: StepHook | None = None, hook_rows: Sequence[dict] = (), steps_per_epoch=1
+) -> None:
+    """``loss.png``: train and validation loss against epochs, tokens seen on a second x axis; a step hook's
+    rows (judge scores) on a second y axis."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -161,6 +165,8 @@ def _write_plot(run_dir: Path, history: list[dict]) -> None:
     ax.set_xlabel("epochs")
     ax.set_ylabel("loss")
     ax.legend(loc="upper right")
+    if hook is not None and hook_rows:
+        hook.plot(ax.twinx(), [row["step"] / steps_per_epoch for row in hook_rows], list(hook_rows))
     top = ax.twiny()  # same curve against tokens seen, drawn invisibly so the two axes line up
     top.plot([row["tokens_seen"] for row in history], [row["train_loss"] for row in history], alpha=0)
     top.set_xlabel("tokens seen")
@@ -232,7 +238,8 @@ def _rewind_metrics(run_dir: Path, step: int) -> list[dict]:
             raise UserError(f"{path}: line {number} is not a metrics row (no step number); {advice}")
         rows.append(row)
     rows = [row for row in rows if row["step"] <= step]
-    if step >= 0 and (not rows or rows[-1]["step"] != step):
+    evaluations = [row for row in rows if is_evaluation(row)]
+    if step >= 0 and (not evaluations or evaluations[-1]["step"] != step):
         cut = "cut short, " if unfinished.strip() else ""
         raise UserError(f"{path}: {cut}no row for step {step}, where last/ was saved; {advice}")
     write_atomically(path, "".join(json.dumps(row) + "\n" for row in rows))  # a kill now cannot cut kept rows
@@ -269,6 +276,7 @@ def finetune(
     progress: bool = True,
     log_to: Sequence[str] = (),
     log_dir: str | os.PathLike | None = None,
+    hook: StepHook | None = None,
 ) -> dict:
     """Fine-tune ``model`` on the instruction file ``data`` into the run folder ``out``; return a summary.
 
@@ -278,7 +286,8 @@ def finetune(
     every process trains on its share of each global batch and only global rank 0 writes; ``fsdp`` shards
     weights, gradients and optimizer state across the processes instead of copying them to each.
     ``log_to`` names trackers (``trainer.tracking``) that rank 0 mirrors every metrics row to, in ``log_dir``
-    (default: the run folder; MLflow: ./mlruns).
+    (default: the run folder; MLflow: ./mlruns). ``hook`` gets the weights every ``hook.every`` steps and
+    writes rows beside the losses (``trainer.hooks``; the workbench's judge during training).
     """
     _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
     log_to = require_backends(log_to)
@@ -360,7 +369,7 @@ def finetune(
         state = _restore_training(saved_state, network, optimizer, torch_device)
     if resumable and previous_config is not None:
         run_config["created_at"] = previous_config["created_at"]
-    log_handler, trainer = None, None
+    log_handler, trainer, kept_hook_rows = None, None, []
     try:
         # The trackers start before the run folder is written to: one that cannot start leaves it as it was.
         with tracking_run(
@@ -374,7 +383,8 @@ def finetune(
             if dist_info.is_main:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 log_handler = _start_log(run_dir)
-                state.history = _rewind_metrics(run_dir, state.step if resumable else -1)
+                kept = _rewind_metrics(run_dir, state.step if resumable else -1)
+                state.history = [row for row in kept if is_evaluation(row)]
                 (run_dir / ckpt.CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
                 (run_dir / "split.json").write_text(json.dumps(split.indices) + "\n")
                 logger.info(
@@ -389,6 +399,11 @@ def finetune(
                     torch_device,
                     dist_info.world_size,
                 )
+                if hook is not None:
+                    kept_hook_rows = [row for row in kept if not is_evaluation(row)]
+                    hook.start(
+                        RunContext(run_dir, run_config, state.step, split.val, tokenizer, torch_device), kept_hook_rows
+                    )
             trainer = _Loop(
                 network=network,
                 model=model,
@@ -403,9 +418,13 @@ def finetune(
                 steps_per_epoch=steps_per_epoch,
                 total_steps=total_steps,
                 tracker=tracker,
+                hook=hook,
+                hook_rows=kept_hook_rows,
             )
             summary = trainer.run(progress=progress and dist_info.is_main)
     finally:
+        if hook is not None and dist_info.is_main:
+            hook.close()
         if log_handler is not None:
             logger.removeHandler(log_handler)
             log_handler.close()
@@ -471,9 +490,12 @@ class _Loop:
         steps_per_epoch,
         total_steps,
         tracker: Tracking,
+        hook: StepHook | None = None,
+        hook_rows: Sequence[dict] = (),
     ):
         self.network, self.optimizer, self.run_dir = network, optimizer, run_dir
         self.tracker = tracker
+        self.hook, self.hook_rows, self.hook_step = hook, list(hook_rows), None
         self.config, self.hp, self.state = run_config, run_config["train"], state
         self.train_set, self.val_set, self.dist, self.device = train_set, val_set, dist_info, device
         self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
@@ -547,6 +569,23 @@ class _Loop:
         patience = self.hp["patience"]
         return patience is not None and state.evals_without_improvement >= patience
 
+    def _submit_weights(self) -> None:
+        """Hand the hook this step's weights: gathered by every rank (a collective under FSDP), used by rank 0."""
+        weights = full_weights(self.network)
+        if self.dist.is_main:
+            self.hook.submit(self.state.step, weights)
+        self.hook_step = self.state.step
+
+    def _collect(self, wait: bool) -> None:
+        """Write the hook's finished rows beside the losses, and mirror them to the trackers."""
+        if self.hook is None or not self.dist.is_main:
+            return
+        for row in self.hook.collect(wait):
+            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
+                metrics.write(json.dumps(row) + "\n")
+            self.hook_rows.append(row)
+            self._track(row)
+
     def _track(self, row: dict) -> None:
         """Mirror one metrics row to the trackers, at its step."""
         self.tracker.log_metrics({key: value for key, value in row.items() if key != "step"}, row["step"])
@@ -590,10 +629,12 @@ class _Loop:
         state, hp = self.state, self.hp
         started, start_tokens = time.perf_counter(), state.tokens_seen
         stopped_early = False
-        for row in state.history:  # a resumed run: the trackers get the rows it kept, then the new ones
+        for row in [*state.history, *self.hook_rows]:  # a resumed run: the rows it kept, then the new ones
             self._track(row)
         if state.step == 0 and not state.history:
             stopped_early = self._evaluate()  # the untrained baseline, so the curve starts at step 0
+            if self.hook is not None:
+                self._submit_weights()
         bar = tqdm(
             total=self.total_steps,
             initial=state.step,
@@ -613,6 +654,9 @@ class _Loop:
                     elapsed = time.perf_counter() - started
                     bar.set_postfix(loss=f"{loss:.3f}", tok_s=f"{(state.tokens_seen - start_tokens) / elapsed:.0f}")
                     bar.update()
+                    if self.hook is not None and state.step % self.hook.every == 0:
+                        self._submit_weights()
+                    self._collect(wait=False)
                     if state.step % hp["eval_every"] == 0 or state.step == self.total_steps:
                         stopped_early = self._evaluate()
                         if stopped_early or state.step == self.total_steps:
@@ -625,9 +669,12 @@ class _Loop:
                     state.best_val_loss,
                     state.best_step,
                 )
+        if self.hook is not None and self.hook_step != state.step:
+            self._submit_weights()  # the last step, when it is not a multiple of hook.every
+        self._collect(wait=True)
         elapsed = time.perf_counter() - started
         if self.dist.is_main:
-            _write_plot(self.run_dir, state.history)
+            _write_plot(self.run_dir, state.history, self.hook, self.hook_rows, self.steps_per_epoch)
         summary = {
             "run_dir": str(self.run_dir),
             "steps": state.step,
@@ -653,8 +700,15 @@ def add_cli(subparsers) -> None:
         "finetune",
         help="fine-tune GPT-2 on an instruction file (resumable, torchrun-aware)",
         description="Fine-tune a GPT-2 model on an Alpaca-style instruction file (JSON list or JSONL), as in "
-        "chapter 7 of the book. Writes a run folder with checkpoints, metrics and a loss plot.",
+        "chapter 7 of the book. Writes a run folder with checkpoints, metrics and a loss plot. "
+        "To have an LLM judge score the model while it trains, use `workbench finetune ... --judge-every N`.",
     )
+    add_finetune_arguments(parser)
+    parser.set_defaults(func=_run_cli)
+
+
+def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
+    """``finetune``'s options; ``workbench finetune`` adds its judge's options to the same ones."""
     parser.add_argument("--data", required=True, help="instruction file (JSON list or JSONL)")
     parser.add_argument("--out", required=True, help="run folder to write (or to continue with --resume)")
     parser.add_argument("--style", choices=STYLES, default="alpaca", help="prompt style")
@@ -688,11 +742,11 @@ def add_cli(subparsers) -> None:
     parser.add_argument("--tokenizer-file", help="GPT-2 ranks file in tiktoken format (offline)")
     parser.add_argument("--name", help="run name (default: the folder name)")
     add_cli_options(parser, log_dir_default="the run folder")
-    parser.set_defaults(func=_run_cli)
 
 
-def _run_cli(args: argparse.Namespace) -> int:
-    summary = finetune(
+def finetune_arguments(args: argparse.Namespace) -> dict:
+    """The keyword arguments of :func:`finetune` given by parsed ``finetune`` options."""
+    return dict(
         data=args.data,
         out=args.out,
         style=args.style,
@@ -721,6 +775,10 @@ def _run_cli(args: argparse.Namespace) -> int:
         log_to=args.log_to,
         log_dir=args.log_dir,
     )
+
+
+def _run_cli(args: argparse.Namespace) -> int:
+    summary = finetune(**finetune_arguments(args))
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(summary))
     return 0

@@ -5,10 +5,22 @@ from __future__ import annotations
 import argparse
 
 from trainer.cli import HelpParser, run_command
-from workbench import analysis, auth, bench, campaigns, demo, generation, importing, judge, report, serve
+from workbench import (
+    analysis,
+    auth,
+    bench,
+    campaigns,
+    demo,
+    generation,
+    importing,
+    judge,
+    report,
+    serve,
+    training_judge,
+)
 
 # Each module adds its subcommands with ``add_cli(subparsers)`` and sets ``func`` to a handler taking the args.
-COMMAND_MODULES = (demo, importing, analysis, judge, generation, bench, campaigns, report, serve, auth)
+COMMAND_MODULES = (demo, importing, analysis, training_judge, judge, generation, bench, campaigns, report, serve, auth)
 
 
 def build_parser() -> argparse.ArgumentParser:

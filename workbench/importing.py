@@ -415,27 +415,32 @@ SQLITE_MAX_INTEGER = 2**63 - 1
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """A run's ``metrics.jsonl``: one object per evaluation with a unique whole ``step``; ``epoch`` a number,
-    ``tokens_seen`` a whole number, losses numbers where NaN and infinity are allowed (a diverged run logs
-    them; the store keeps them as empty values with a flag)."""
+    """A run's ``metrics.jsonl``: objects with a whole ``step``; ``epoch`` a number, ``tokens_seen`` a whole
+    number, losses numbers where NaN and infinity are allowed (a diverged run logs them; the store keeps them as
+    empty values with a flag), judge columns finite numbers. A step has one evaluation row and may have one row
+    of a judge during training, written later: the two are merged; a step's value given twice is refused."""
     if not path.is_file():
         return []
     rows = read_json(path)
     if not isinstance(rows, list):
         raise UserError(f"{path}: expected one JSON object per line, got a {type_name(rows)}")
-    first_record_of_step: dict[int, int] = {}
+    merged: dict[int, dict] = {}
+    first_record_of: dict[tuple[int, str], int] = {}
     for number, row in enumerate(rows, 1):
         where = f"{path}: record {number}"
         if not isinstance(row, dict) or "step" not in row:
             raise UserError(f"{where}: expected an object with an integer 'step'")
         _check_metric(where, "step", row["step"], whole=True)
-        if row["step"] in first_record_of_step:
-            raise UserError(f"{where}: step {row['step']} repeats record {first_record_of_step[row['step']]}")
-        first_record_of_step[row["step"]] = number
-        for key in ("epoch", "tokens_seen", *store.LOSS_COLUMNS):
+        for key in sorted(row.keys() - {"step"}) or ["step"]:
+            if (row["step"], key) in first_record_of:
+                earlier = first_record_of[row["step"], key]
+                raise UserError(f"{where}: step {row['step']} repeats record {earlier} ({key!r})")
+            first_record_of[row["step"], key] = number
+        for key in ("epoch", "tokens_seen", *store.LOSS_COLUMNS, *store.JUDGE_COLUMNS):
             if row.get(key) is not None:
                 _check_metric(where, key, row[key], whole=key == "tokens_seen", finite=key not in store.LOSS_COLUMNS)
-    return rows
+        merged.setdefault(row["step"], {}).update(row)
+    return sorted(merged.values(), key=lambda row: row["step"])
 
 
 def _check_metric(where: str, key: str, value: Any, *, whole: bool = False, finite: bool = True) -> None:

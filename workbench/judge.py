@@ -372,7 +372,12 @@ def run_judge(
         if mode == "score":
             results = score_summary(store.judge_score_results(db, judge["id"]))
         else:
-            results = {"pairwise": pairwise_summary(store.judge_pairwise_results(db, judge["id"]))}
+            pair = [
+                row
+                for row in store.judge_pairwise_results(db, judge["id"])
+                if [row["model_a"], row["model_b"]] == models
+            ]
+            results = {"pairwise": pairwise_summary(pair)}  # this pair's verdicts: the judge may have others
         flagged = [row for row in store.flagged_responses(db) if flags.get(row["response_id"])]
     return {
         "judge": judge["name"],

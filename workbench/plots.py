@@ -41,17 +41,35 @@ def scatter_figure(x: Sequence[float], y: Sequence[float], x_label: str, y_label
 
 
 def loss_figure(curves: dict[str, list[dict]]) -> Figure:
-    """Train and validation loss against tokens seen (or step), one colour per run."""
+    """Train and validation loss against tokens seen (or step), one colour per run; where a judge scored the
+    run's checkpoints while it trained, its mean score on a second axis (dotted, same colour)."""
     figure, axes = plt.subplots(figsize=(8, 4))
+    judged_axes = None
     for index, (name, rows) in enumerate(curves.items()):
+        evaluations = [row for row in rows if row["train_loss"] is not None or row["val_loss"] is not None]
+        judged = [row for row in rows if row.get("judge_score") is not None]
         x_key = "tokens_seen" if all(row["tokens_seen"] is not None for row in rows) else "step"
-        x = [row[x_key] for row in rows]
         colour = f"C{index % 10}"
-        axes.plot(x, [row["train_loss"] for row in rows], color=colour, label=f"{name} train")
-        axes.plot(x, [row["val_loss"] for row in rows], color=colour, linestyle="--", label=f"{name} val")
+        x = [row[x_key] for row in evaluations]
+        axes.plot(x, [row["train_loss"] for row in evaluations], color=colour, label=f"{name} train")
+        axes.plot(x, [row["val_loss"] for row in evaluations], color=colour, linestyle="--", label=f"{name} val")
         axes.set_xlabel(x_key.replace("_", " "))
+        if judged:
+            judged_axes = judged_axes or axes.twinx()
+            judged_axes.plot(
+                [row[x_key] for row in judged],
+                [row["judge_score"] for row in judged],
+                color=colour,
+                linestyle=":",
+                marker="o",
+                label=f"{name} judge score",
+            )
     axes.set_ylabel("loss")
-    axes.legend()
+    axes.legend(loc="upper left")
+    if judged_axes is not None:
+        judged_axes.set_ylabel("judge score (0-100)")
+        judged_axes.set_ylim(0, 100)
+        judged_axes.legend(loc="upper right")
     literal_text(figure)
     figure.tight_layout()
     plt.close(figure)

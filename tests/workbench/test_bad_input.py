@@ -241,6 +241,12 @@ def _run_folder(tmp_path, metrics: str, split: str | None = None) -> Path:
     ("metrics", "split", "message"),
     [
         ('{"step": 1}\n{"step": 2}\n{"step": 1}\n', None, "metrics.jsonl: record 3: step 1 repeats record 1"),
+        (
+            '{"step": 1, "val_loss": 2}\n{"step": 1, "judge_score": 5}\n{"step": 1, "judge_score": 6}\n',
+            None,
+            "metrics.jsonl: record 3: step 1 repeats record 2 ('judge_score')",
+        ),
+        ('{"step": 1, "judge_win_rate": NaN}\n', None, "metrics.jsonl: record 1: 'judge_win_rate' must be a finite"),
         ('{"step": 1e3}\n', None, "metrics.jsonl: record 1: 'step' must be a whole number, got float"),
         ('{"step": 99999999999999999999}\n', None, "metrics.jsonl: record 1: 'step' 99999999999999999999 is too large"),
         ('{"step": 1, "tokens_seen": 1e99999}\n', None, "metrics.jsonl: record 1: 'tokens_seen' must be a finite"),

@@ -222,6 +222,16 @@ def test_run_folder_imports_config_metrics_and_split_labels(shared_dir, db_path,
     assert importing.import_path(db, run_dir).written > 0  # a re-import replaces the history
     assert store.training_metrics(db, "sft-124m") == [
         {"step": 0, "epoch": None, "tokens_seen": None, "train_loss": 3.1, "val_loss": None}
+        | dict.fromkeys(store.JUDGE_COLUMNS)
+    ]
+    # A judge's row during training (written after the step's losses) joins the step's evaluation.
+    (run_dir / "metrics.jsonl").write_text(
+        '{"step": 0, "train_loss": 3.1}\n{"step": 2, "train_loss": 3.0}\n{"step": 0, "judge_score": 40.5}\n'
+    )
+    importing.import_path(db, run_dir)
+    assert [(row["step"], row["train_loss"], row["judge_score"]) for row in store.training_metrics(db, "sft-124m")] == [
+        (0, 3.1, 40.5),
+        (2, 3.0, None),
     ]
     (run_dir / "metrics.jsonl").write_text('{"step": 0}\n{"step": "one"}\n')
     with pytest.raises(UserError, match="metrics.jsonl: record 2: 'step' must be a whole number, got str"):

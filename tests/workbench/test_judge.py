@@ -479,6 +479,16 @@ def test_pairwise_asks_both_orders_and_reports_length_preference(db_path, fake):
     assert stats.win_rates(outcomes_seen)["A"]["win_rate"] == pairwise["win_rate_a"]
 
 
+def test_a_pairwise_summary_covers_the_pair_asked_about_only(db_path, fake):
+    """One judge, two pairs (A-B, then C-B): the second summary must not count the first pair's verdicts."""
+    make_db(db_path, {"A": PAIR_A, "B": PAIR_B, "C": PAIR_B})
+    run_judge(db_path, "judge", host=fake.url, mode="pairwise", response_keys=["A", "B"], **FAST)
+    summary = run_judge(db_path, "judge", host=fake.url, mode="pairwise", response_keys=["C", "B"], **FAST)
+    pairwise = summary["pairwise"]
+    assert (pairwise["model_a"], pairwise["model_b"], pairwise["judged"], pairwise["ties"]) == ("C", "B", 5, 5)
+    assert pairwise["win_rate_a"] == 0.5
+
+
 def test_position_biased_judge_gives_ties_and_a_failed_order_is_retried(db_path):
     make_db(db_path, {"A": PAIR_A, "B": PAIR_B})
     first_always = FakeOllama(judge=lambda chat: {"verdict": "A", "rationale": "the first one"})

@@ -50,7 +50,7 @@ def test_open_db_creates_the_documented_schema_in_wal_mode(db_path):
     assert set(db.table_names()) == ARCHITECTURE_TABLES
     assert db.journal_mode == "wal"
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
-    assert store.schema_version(db) == store.SCHEMA_VERSION == 5
+    assert store.schema_version(db) == store.SCHEMA_VERSION == 6
     assert db.view_names() == ["responses"]  # the current versions, what statistics, queues and judges read
     assert set(db["responses"].columns_dict) == {
         "id",
@@ -305,8 +305,8 @@ def test_a_version_1_file_migrates_to_the_current_version_keeping_every_row_id_a
             continue
         if table == "pairwise_grades":  # one column more: both_bad, 0 for every earlier vote
             rows = [(*row, 0) for row in rows]
-        if table == "training_metrics":  # one column more: non_finite_json, NULL where every loss was finite
-            rows = [(*row, None) for row in rows]
+        if table == "training_metrics":  # non_finite_json (NULL: every loss was finite), then 3 judge columns
+            rows = [(*row, None, None, None, None) for row in rows]
         assert db.execute(f"SELECT * FROM {table} ORDER BY rowid").fetchall() == rows, table
     # every response is its item's first and current version, under the same id
     assert (

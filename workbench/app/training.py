@@ -7,7 +7,7 @@ import gradio as gr
 from workbench import plots, store
 from workbench.app.core import App, table
 
-COLUMNS = ["model", "step", "epoch", "tokens_seen", "train_loss", "val_loss"]
+COLUMNS = ["model", "step", "epoch", "tokens_seen", "train_loss", "val_loss", *store.JUDGE_COLUMNS]
 
 
 def build(app: App) -> None:

@@ -35,6 +35,7 @@ from workbench.store.campaigns import (
 from workbench.store.core import (
     CSV_COLUMNS,
     HUMAN_SCORE_RANGE,
+    JUDGE_COLUMNS,
     LOSS_COLUMNS,
     PREFERENCES,
     add_grade,

@@ -196,6 +196,8 @@ def model_id(db: sqlite_utils.Database, name: str) -> int:
 
 
 LOSS_COLUMNS = ("train_loss", "val_loss")
+JUDGE_COLUMNS = ("judge_score", "judge_win_rate", "response_tokens")  # written by a judge during training
+_METRICS_COLUMNS = ("model_id", "step", "epoch", "tokens_seen", *LOSS_COLUMNS, "non_finite_json", *JUDGE_COLUMNS)
 
 
 def _non_finite_losses(row: dict) -> dict[str, str]:
@@ -209,7 +211,8 @@ def _metrics_record(model_id: int, row: dict) -> tuple:
     non_finite = _non_finite_losses(row)
     losses = [None if key in non_finite else row.get(key) for key in LOSS_COLUMNS]
     flags = json.dumps(non_finite, sort_keys=True) if non_finite else None
-    return (model_id, row["step"], row.get("epoch"), row.get("tokens_seen"), *losses, flags)
+    judged = [row.get(key) for key in JUDGE_COLUMNS]
+    return (model_id, row["step"], row.get("epoch"), row.get("tokens_seen"), *losses, flags, *judged)
 
 
 def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Iterable[dict]) -> int:
@@ -221,16 +224,14 @@ def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Ite
     non_finite = sum(len(_non_finite_losses(r)) for r in rows)
     with transaction(db):
         stored = db.execute(
-            "SELECT model_id, step, epoch, tokens_seen, train_loss, val_loss, non_finite_json FROM training_metrics "
-            "WHERE model_id = ? ORDER BY step",
-            [model_id],
+            f"SELECT {', '.join(_METRICS_COLUMNS)} FROM training_metrics WHERE model_id = ? ORDER BY step", [model_id]
         ).fetchall()
         if stored == sorted(records, key=lambda record: record[1]):
             return non_finite
         db.execute("DELETE FROM training_metrics WHERE model_id = ?", [model_id])
         db.conn.executemany(
-            "INSERT INTO training_metrics (model_id, step, epoch, tokens_seen, train_loss, val_loss, non_finite_json) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            f"INSERT INTO training_metrics ({', '.join(_METRICS_COLUMNS)}) "
+            f"VALUES ({', '.join('?' * len(_METRICS_COLUMNS))})",
             records,
         )
     return non_finite
@@ -239,7 +240,7 @@ def replace_training_metrics(db: sqlite_utils.Database, model_id: int, rows: Ite
 def training_metrics(db: sqlite_utils.Database, model: str) -> list[dict]:
     return list(
         db.query(
-            "SELECT step, epoch, tokens_seen, train_loss, val_loss FROM training_metrics "
+            f"SELECT step, epoch, tokens_seen, train_loss, val_loss, {', '.join(JUDGE_COLUMNS)} FROM training_metrics "
             "WHERE model_id = ? ORDER BY step",
             [model_id(db, model)],
         )

@@ -349,6 +349,15 @@ ALTER TABLE judges_new RENAME TO judges;
 """
 
 
+# Version 6: what a judge said of a run's checkpoints while it trained (``workbench finetune --judge-every``):
+# ``metrics.jsonl`` rows with the mean judge score, the win rate against step 0 and the mean answer length.
+SCHEMA_V6 = """
+ALTER TABLE training_metrics ADD COLUMN judge_score REAL;
+ALTER TABLE training_metrics ADD COLUMN judge_win_rate REAL;
+ALTER TABLE training_metrics ADD COLUMN response_tokens REAL;
+"""
+
+
 def _statements(script: str) -> list[str]:
     return [statement.strip() for statement in script.split(";\n") if statement.strip()]
 
@@ -370,6 +379,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _script(SCHEMA_V3),
     _script(SCHEMA_V4),
     _script(SCHEMA_V5),
+    _script(SCHEMA_V6),
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
