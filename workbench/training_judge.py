@@ -27,6 +27,7 @@ import os
 import queue
 import sys
 import threading
+import time
 from contextlib import ExitStack, closing
 from pathlib import Path
 
@@ -79,6 +80,7 @@ class JudgeDuringTraining:
         self.decoding = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
         self.db_path = None if db_path is None else Path(db_path)
         self.failures: list[str] = []
+        self.generation_seconds = 0.0  # the time training waited for the judge: its answers, nothing else
         self._finished: list[dict] = []
         self._lock = threading.Lock()
         self._queue: queue.Queue[int | None] = queue.Queue()
@@ -130,6 +132,7 @@ class JudgeDuringTraining:
             if step not in self._judged:
                 self._queue.put(step)
             return
+        started = time.perf_counter()
         model = self._generation_model()
         missing = model.load_state_dict(weights, strict=False).missing_keys
         if set(missing) - {TIED_HEAD}:  # a tied head is stored once, as wte.weight
@@ -145,6 +148,8 @@ class JudgeDuringTraining:
             batch_size=self.decoding["batch_size"],
         )
         output.finish()
+        self.generation_seconds += time.perf_counter() - started
+        logger.info("step %d: %d answers generated in %.2f s", step, len(self.entries), time.perf_counter() - started)
         self._queue.put(step)
 
     def collect(self, wait: bool) -> list[dict]:

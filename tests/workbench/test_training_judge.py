@@ -8,11 +8,14 @@ the run saved. The real llama.cpp server test checks the same through the OpenAI
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from tests.conftest import REPO
 from tests.trainer.test_tracking import tensorboard_scalars
 from trainer.data import encode
 from trainer.tokenizer import get_tokenizer
@@ -154,3 +157,25 @@ def test_the_judge_works_through_a_real_llama_cpp_server(tmp_path, sample_data, 
         assert row["judge_score"] == pytest.approx(round(sum(scores) / 3, 3))
     assert 0 <= judged[2]["judge_win_rate"] <= 1
     db.close()
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_0_judges_and_the_others_train(tmp_path, sample_data):
+    run_dir = tmp_path / "run"
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "workbench"]
+    with FakeOllama() as fake:
+        command = [*launch, *TRAIN, "--data", str(sample_data), "--out", str(run_dir), *JUDGE, "--host", fake.url]
+        result = subprocess.run(
+            [*command, "--judge-model", DEFAULT_MODEL],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)},
+        )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(result.stdout.strip().splitlines()) == 1  # one summary: rank 0's
+    judged = judge_rows(run_dir)
+    assert sorted(judged) == [0, 2, 4, 5]
+    for step, row in judged.items():
+        assert row == pytest.approx(expected_row(run_dir, step))
+    assert len(fake.chats) == 4 * 3 + 3 * 3 * 2  # each question asked once: scores, and pairs in both orders
