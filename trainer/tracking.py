@@ -206,9 +206,13 @@ class WandbTracker:
             mode="offline" if offline else None,
             reinit="create_new",
         )
+        # W&B drops a row whose step is lower than the last one, and a judge during training reports a step
+        # after later steps' losses: every row carries its own step, which the charts use as their x axis.
+        self.run.define_metric("step")
+        self.run.define_metric("*", step_metric="step")
 
     def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
-        self.run.log(dict(metrics), step=step)
+        self.run.log({"step": step, **metrics})
 
     def log_summary(self, metrics: Mapping[str, float], step: int) -> None:
         self.run.summary.update(dict(metrics))
