@@ -706,8 +706,8 @@ def export(
 
 
 def _run_import(args: argparse.Namespace) -> None:
+    columns = parse_columns(args.columns)  # before the store is opened: a mistyped mapping creates no file
     db = store.open_db(args.db)
-    columns = parse_columns(args.columns)
     print(import_path(db, args.file, dataset=args.dataset, model=args.model, columns=columns, progress=True).describe())
 
 
