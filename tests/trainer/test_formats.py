@@ -306,3 +306,18 @@ def test_generate_run_uses_the_runs_csv_columns_and_notices_a_changed_hf_set(sam
     write_entries(rotated, tmp_path / "hf", "hf")
     err = one_line_error(capsys, ["generate", "--run", str(tmp_path / "hf-run"), "--out", str(tmp_path / "o.json")])
     assert err.startswith(f"error: {spec}:train: changed since {tmp_path / 'hf-run'} was trained on it")
+
+
+def test_resume_with_another_column_mapping_is_refused(sample, tmp_path):
+    """The file's bytes are the same, but the entries are not: resuming would train on other data."""
+    renamed = [{"prompt": e["instruction"], "context": e["input"], "completion": e["output"]} for e in sample]
+    data = write_entries(renamed, tmp_path, "parquet")
+    settings = {"data": data, "out": tmp_path / "run", "max_steps": 2, "eval_every": 1, **QUICK}
+    finetune(
+        columns=parse_columns("instruction=prompt,input=context,output=completion"), **{**settings, "max_steps": 1}
+    )
+    with pytest.raises(UserError) as error:
+        finetune(columns=parse_columns("instruction=prompt,output=completion"), resume=True, **settings)
+    assert str(error.value) == (
+        f"{tmp_path / 'run' / 'config.json'}: cannot resume, the run was made with different data_columns"
+    )
