@@ -7,7 +7,6 @@ bad line is the common case, and a bare ``KeyError`` would not say which one.
 
 from __future__ import annotations
 
-import hashlib
 import random
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -51,11 +50,6 @@ def load_entries(path: str | Path, columns: Mapping[str, str] | None = None) -> 
     if not records:
         raise UserError(f"{path}: the data set is empty")
     return [validate_entry(f"{path}: entry {index}", record, need_output=True) for index, record in enumerate(records)]
-
-
-def file_sha256(path: Path) -> str:
-    """The data file's hash, recorded with runs and generations so that a changed file is noticed."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # --- prompt styles ----------------------------------------------------------------------------------------
