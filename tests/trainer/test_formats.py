@@ -321,3 +321,23 @@ def test_resume_with_another_column_mapping_is_refused(sample, tmp_path):
     assert str(error.value) == (
         f"{tmp_path / 'run' / 'config.json'}: cannot resume, the run was made with different data_columns"
     )
+
+
+TURN = st.fixed_dictionaries(
+    {"role": st.sampled_from(["system", "user", "assistant", "human", "gpt", "tool"]), "content": TEXT | st.integers()}
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(turns=st.lists(TURN, max_size=4))
+def test_any_conversation_becomes_one_entry_or_one_line(turns, tmp_path_factory):
+    """A conversation is read whole (every turn's text kept on the entry) or refused in one line by entry."""
+    path = _chat_file(tmp_path_factory.mktemp("chat"), {"messages": turns})
+    try:
+        [entry] = read_records(path)
+    except UserError as error:
+        assert str(error).startswith(f"{path}: entry 0: ") and "\n" not in str(error)
+        return
+    assert [turn["content"] for turn in entry["messages"]] == [turn["content"] for turn in turns]
+    assert entry["instruction"] == next(turn["content"] for turn in turns if turn["role"] in ("user", "human"))
+    assert entry.get("system") == (turns[0]["content"] if turns[0]["role"] == "system" else None)
