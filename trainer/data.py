@@ -7,17 +7,17 @@ bad line is the common case, and a bare ``KeyError`` would not say which one.
 
 from __future__ import annotations
 
-import hashlib
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset
 
-from trainer.entries import read_json, type_name, validate_entry
+from trainer.entries import type_name, validate_entry
 from trainer.errors import UserError
+from trainer.formats import is_hf_spec, read_records
 from trainer.tokenizer import END_OF_TEXT_ID
 
 STYLES = ("alpaca", "phi3")
@@ -32,26 +32,24 @@ RESPONSE_MARKERS = {"alpaca": "### Response:", "phi3": "<|assistant|>"}
 # --- loading and validation -------------------------------------------------------------------------------
 
 
-def load_entries(path: str | Path) -> list[dict]:
-    """Read a JSON list or a JSONL file of entries and validate every one of them.
+def load_entries(path: str | Path, columns: Mapping[str, str] | None = None) -> list[dict]:
+    """Read a data source (JSON list, JSONL, CSV, Parquet or ``hf:NAME[:SPLIT]``; ``trainer.formats``) and
+    validate every entry.
 
     The rules are ``trainer.entries.validate_entry``'s (the workbench import uses the same): ``input`` absent
-    or null becomes ""; extra keys (``model_response`` ...) are kept.
+    or null becomes ""; extra keys (``model_response`` ...) are kept. ``columns`` maps entry keys to the
+    source's column names.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"data file not found: {path}")
-    records = read_json(path)
+    if not is_hf_spec(path):
+        path = Path(path)
+        if not path.exists():
+            raise UserError(f"data file not found: {path}")
+    records = read_records(path, columns)
     if not isinstance(records, list):
         raise UserError(f"{path}: expected a JSON list of entries (or JSONL), got {type_name(records)}")
     if not records:
         raise UserError(f"{path}: the data set is empty")
     return [validate_entry(f"{path}: entry {index}", record, need_output=True) for index, record in enumerate(records)]
-
-
-def file_sha256(path: Path) -> str:
-    """The data file's hash, recorded with runs and generations so that a changed file is noticed."""
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 # --- prompt styles ----------------------------------------------------------------------------------------

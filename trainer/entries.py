@@ -29,10 +29,12 @@ def type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
-def read_text(path: Path) -> str:
-    """A UTF-8 file's text, or a UserError that says why it cannot be read."""
+def read_text(path: Path, *, newline: str | None = None) -> str:
+    """A UTF-8 file's text, or a UserError that says why it cannot be read. ``newline=""`` keeps line ends as
+    they are (what the csv module needs: a quoted cell may hold a ``\\r\\n`` of its own)."""
     try:
-        return path.read_text(encoding="utf-8")
+        with path.open(encoding="utf-8", newline=newline) as handle:
+            return handle.read()
     except FileNotFoundError as exc:
         raise UserError(f"{path}: no such file") from exc
     except UnicodeDecodeError as exc:

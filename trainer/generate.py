@@ -14,7 +14,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -28,7 +28,6 @@ from trainer.data import (
     STYLES,
     encode,
     extract_response,
-    file_sha256,
     format_prompt,
     load_entries,
     split_entries,
@@ -36,6 +35,8 @@ from trainer.data import (
 from trainer.entries import DEFAULT_RESPONSE_KEY, parse_json, read_text
 from trainer.errors import UserError
 from trainer.files import write_atomically
+from trainer.formats import COLUMNS_HELP, FORMATS_HELP, parse_columns, resolve_source
+from trainer.formats import data_sha256 as source_sha256
 from trainer.model import GPT, KVCache
 from trainer.shards import SHARD_HELP, Shard, parse_shard
 from trainer.tokenizer import END_OF_TEXT_ID, get_tokenizer
@@ -268,6 +269,7 @@ def generate_file(
     weights: str | None = None,
     style: str | None = None,
     data: str | os.PathLike | None = None,
+    columns: Mapping[str, str] | None = None,
     split: str = "test",
     response_key: str = DEFAULT_RESPONSE_KEY,
     batch_size: int = 8,
@@ -287,7 +289,9 @@ def generate_file(
     responses already in it; ``out.meta.json`` records the model, checkpoint, data and decoding settings.
     With a ``shard`` (``"I/N"``) only the split's entries of that shard are answered (see
     :func:`entry_identity`), so N workers can share a split; each writes its own ``out``, and importing all of
-    them into the workbench gives what one unsharded run gives. Returns the path of ``out``.
+    them into the workbench gives what one unsharded run gives. ``data`` is any source ``trainer.formats`` reads,
+    with ``columns`` mapping entry keys to its columns (default: the run's data and column mapping).
+    Returns the path of ``out``.
     """
     shard = parse_shard(shard)
     if (run is None) == (weights is None):
@@ -303,7 +307,8 @@ def generate_file(
         if style is not None and style != run_config["style"]:
             raise UserError(f"{run}: the run was trained with style {run_config['style']!r}, not {style!r}")
         style = run_config["style"]
-        data = data or run_config["data"]
+        if data is None:
+            data, columns = run_config["data"], columns or run_config.get("data_columns")
         source = {
             "run": str(Path(run).resolve()),
             "name": run_config.get("name") or Path(run).name,
@@ -320,8 +325,9 @@ def generate_file(
         style = style or "alpaca"
         name = Path(weights).name
         source = {"run": None, "name": name, "model_name": name, "checkpoint": None, "weights": str(weights)}
-    data = Path(data).resolve()
-    entries, data_sha256 = load_entries(data), file_sha256(data)
+    data = resolve_source(data)
+    entries = load_entries(data, columns)
+    data_sha256 = source_sha256(data, entries)
     file_indices = _select_split(entries, data, data_sha256, split, run, run_config)
     if shard is not None:
         in_split, file_indices = len(file_indices), [i for i in file_indices if shard.holds(entry_identity(entries[i]))]
@@ -335,7 +341,7 @@ def generate_file(
         "style": style,
         "response_key": response_key,
         "split": split,
-        "data": str(data),
+        "data": data,
         "data_sha256": data_sha256,
         "shard": None if shard is None else str(shard),
         "decoding": {
@@ -372,7 +378,7 @@ def generate_file(
             tokenizer,
             [selected[i] for i in todo],
             style,
-            entry_names=[f"{data.name} entry {file_indices[i]}" for i in todo],
+            entry_names=[f"{Path(data).name} entry {file_indices[i]}" for i in todo],
             on_responses=save,
             max_new_tokens=max_new_tokens,
             temperature=temperature,
@@ -471,7 +477,7 @@ def _read_json(path: Path):
 
 
 def _select_split(
-    entries: list[dict], data: Path, data_sha256: str, split: str, run, run_config: dict | None
+    entries: list[dict], data: str, data_sha256: str, split: str, run, run_config: dict | None
 ) -> list[int]:
     """File indices of the split: the run's own split when ``data`` is the file it was trained on.
 
@@ -482,7 +488,7 @@ def _select_split(
     if run_config is None:
         return split_entries(entries).indices[split]
     if run_config.get("data_sha256") != data_sha256:
-        if data == Path(run_config["data"]).resolve():
+        if data == resolve_source(run_config["data"]):
             raise UserError(
                 f"{data}: changed since {run} was trained on it (its sha256 is not the one in the run's "
                 f"config.json), so the run's {split} split no longer names the same entries; restore the file, "
@@ -524,7 +530,8 @@ def add_cli(subparsers) -> None:
     )
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
     parser.add_argument("--style", choices=STYLES, help="prompt style (default: the run's; alpaca with --weights)")
-    parser.add_argument("--data", help="instruction file (default: the run's data)")
+    parser.add_argument("--data", help=f"instruction data (default: the run's data): {FORMATS_HELP}")
+    parser.add_argument("--columns", help=f"{COLUMNS_HELP} (default: the run's with its data)")
     parser.add_argument("--split", choices=SPLITS, default="test")
     parser.add_argument("--out", required=True, help="output JSON (FILE.meta.json is written beside it)")
     parser.add_argument("--response-key", default=DEFAULT_RESPONSE_KEY)
@@ -554,6 +561,7 @@ def _run_cli(args: argparse.Namespace) -> None:
         weights=args.weights,
         style=args.style,
         data=args.data,
+        columns=parse_columns(args.columns),
         split=args.split,
         response_key=args.response_key,
         batch_size=args.batch_size,

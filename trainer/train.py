@@ -21,7 +21,7 @@ import math
 import os
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,7 +37,6 @@ from trainer.data import (
     InstructionDataset,
     check_style,
     collate,
-    file_sha256,
     load_entries,
     split_entries,
 )
@@ -52,6 +51,7 @@ from trainer.distributed import (
 )
 from trainer.errors import UserError
 from trainer.files import write_atomically
+from trainer.formats import COLUMNS_HELP, FORMATS_HELP, data_sha256, parse_columns, resolve_source
 from trainer.hooks import RunContext, StepHook, is_evaluation
 from trainer.model import CONFIGS, GPT
 from trainer.tokenizer import get_tokenizer
@@ -60,7 +60,17 @@ from trainer.tracking import Tracking, add_cli_options, require_backends, tracki
 logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.jsonl"
 # Settings that shape the loss curve: resuming with any of them changed would splice two different runs.
-RESUME_IDENTITY = ("model_name", "model", "weights", "style", "data_sha256", "mask_prompt", "seed", "split")
+RESUME_IDENTITY = (
+    "model_name",
+    "model",
+    "weights",
+    "style",
+    "data_sha256",
+    "data_columns",
+    "mask_prompt",
+    "seed",
+    "split",
+)
 TRAIN_IDENTITY = ("lr", "weight_decay", "max_length")  # and the global batch, checked on its own
 
 
@@ -250,6 +260,7 @@ def finetune(
     *,
     data: str | os.PathLike,
     out: str | os.PathLike,
+    columns: Mapping[str, str] | None = None,
     style: str = "alpaca",
     model: str = "tiny",
     weights: str | None = None,
@@ -286,16 +297,17 @@ def finetune(
     every process trains on its share of each global batch and only global rank 0 writes; ``fsdp`` shards
     weights, gradients and optimizer state across the processes instead of copying them to each.
     ``log_to`` names trackers (``trainer.tracking``) that rank 0 mirrors every metrics row to, in ``log_dir``
-    (default: the run folder; MLflow: ./mlruns). ``hook`` gets the weights every ``hook.every`` steps and
-    writes rows beside the losses (``trainer.hooks``; the workbench's judge during training).
+    (default: the run folder; MLflow: ./mlruns). ``data`` may be any source ``trainer.formats`` reads, with
+    ``columns`` mapping entry keys to its column names. ``hook`` gets the weights every ``hook.every`` steps
+    and writes rows beside the losses (``trainer.hooks``; the workbench's judge during training).
     """
     _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
     log_to = require_backends(log_to)
     dist_info, torch_device = Distributed.from_environment(pick_device(device))
     if fsdp and dist_info.world_size == 1:
         raise UserError("--fsdp shards the model across processes: launch it with torchrun and 2 or more processes")
-    data_path, run_dir = Path(data).resolve(), Path(out).resolve()
-    entries = load_entries(data_path)
+    data_source, run_dir = resolve_source(data), Path(out).resolve()
+    entries = load_entries(data_source, columns)
     split = split_entries(entries, seed=shuffle_seed)
     tokenizer = get_tokenizer(tokenizer_file)
     if dist_info.is_main:
@@ -309,7 +321,7 @@ def finetune(
     steps_per_epoch = len(_step_batches(len(train_set), hp, seed, 0, dist_info))
     if steps_per_epoch == 0:
         raise UserError(
-            f"{data_path}: the train split has {len(train_set)} entries, fewer than one step needs "
+            f"{data_source}: the train split has {len(train_set)} entries, fewer than one step needs "
             f"({batch_size} x {grad_accum} x {dist_info.world_size} processes); lower --batch-size"
         )
     total_steps = steps_per_epoch * epochs if max_steps is None else max_steps
@@ -319,8 +331,9 @@ def finetune(
         "model": network.config.to_dict(),
         "weights": weights_source,
         "style": style,
-        "data": str(data_path),
-        "data_sha256": file_sha256(data_path),
+        "data": data_source,
+        "data_sha256": data_sha256(data_source, entries),
+        "data_columns": dict(columns) if columns else None,
         "mask_prompt": mask_prompt,
         "seed": seed,
         "split": {
@@ -699,9 +712,10 @@ def add_cli(subparsers) -> None:
     parser = subparsers.add_parser(
         "finetune",
         help="fine-tune GPT-2 on an instruction file (resumable, torchrun-aware)",
-        description="Fine-tune a GPT-2 model on an Alpaca-style instruction file (JSON list or JSONL), as in "
-        "chapter 7 of the book. Writes a run folder with checkpoints, metrics and a loss plot. "
-        "To have an LLM judge score the model while it trains, use `workbench finetune ... --judge-every N`.",
+        description="Fine-tune a GPT-2 model on Alpaca-style instruction data (JSON, JSONL, CSV, Parquet or a Hugging "
+        "Face data set; chat records too), as in chapter 7 of the book. Writes a run folder with checkpoints, "
+        "metrics and a loss plot. To have an LLM judge score the model while it trains, use "
+        "`workbench finetune ... --judge-every N`.",
     )
     add_finetune_arguments(parser)
     parser.set_defaults(func=_run_cli)
@@ -709,7 +723,8 @@ def add_cli(subparsers) -> None:
 
 def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     """``finetune``'s options; ``workbench finetune`` adds its judge's options to the same ones."""
-    parser.add_argument("--data", required=True, help="instruction file (JSON list or JSONL)")
+    parser.add_argument("--data", required=True, help=f"instruction data: {FORMATS_HELP}")
+    parser.add_argument("--columns", help=COLUMNS_HELP)
     parser.add_argument("--out", required=True, help="run folder to write (or to continue with --resume)")
     parser.add_argument("--style", choices=STYLES, default="alpaca", help="prompt style")
     parser.add_argument("--model", required=True, choices=tuple(CONFIGS), help="model shape")
@@ -749,6 +764,7 @@ def finetune_arguments(args: argparse.Namespace) -> dict:
     return dict(
         data=args.data,
         out=args.out,
+        columns=parse_columns(args.columns),
         style=args.style,
         model=args.model,
         weights=args.weights,

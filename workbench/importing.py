@@ -13,7 +13,7 @@ import io
 import json
 import math
 from collections import Counter, defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,15 @@ from tqdm import tqdm
 from trainer.entries import DEFAULT_RESPONSE_KEY, read_json, type_name, validate_entry
 from trainer.errors import UserError
 from trainer.files import write_atomically
+from trainer.formats import (
+    COLUMNS_HELP,
+    FORMATS_HELP,
+    is_hf_spec,
+    parse_columns,
+    read_records,
+    resolve_source,
+    source_stem,
+)
 from workbench import store
 
 ENTRY_KEYS = ("instruction", "input", "output")
@@ -154,20 +163,24 @@ def import_path(
     *,
     dataset: str | None = None,
     model: str | None = None,
+    columns: Mapping[str, str] | None = None,
     progress: bool = False,
 ) -> ImportSummary:
     """Detect what ``path`` is and import it in one transaction.
 
-    A folder with ``config.json`` is a trainer run; a JSON file is instruction data, preference data
-    (``chosen``/``rejected``), responses (extra keys) or, with ``FILE.meta.json`` beside it, trainer output.
+    A folder with ``config.json`` is a trainer run; a data file (JSON, JSONL, CSV, Parquet, or ``hf:NAME[:SPLIT]``
+    as the trainer reads them, ``columns`` mapping entry keys to its columns) is instruction data, preference
+    data (``chosen``/``rejected``), responses (extra keys) or, with ``FILE.meta.json`` beside it, trainer output.
     """
+    hf_spec = is_hf_spec(str(path))
     path = Path(path)
-    if path.is_dir():
+    if path.is_dir() and not hf_spec:
         if model is not None:
             raise UserError("--model renames a response key; a run folder imports under its own name")
         return import_run_folder(db, path)
-    entries, extra_keys = validate_entries(path, read_json(path))
-    meta_path = meta_path_for(path)
+    source = str(path) if hf_spec else path
+    entries, extra_keys = validate_entries(path, read_records(source, columns, keep_system=False))
+    meta_path = None if hf_spec else meta_path_for(path)
     meta = read_generation_meta(meta_path) if meta_path else None
     sources = _model_sources(meta, extra_keys)
     if model is not None:
@@ -180,7 +193,7 @@ def import_path(
         kind = "preference data"
     else:
         kind = "responses" if sources else "instruction data"
-    dataset = dataset or path.stem
+    dataset = dataset or source_stem(source)
     split = meta.get("split") if meta is not None and meta.get("split") != "all" else None
     before = db.conn.total_changes
     with store.transaction(db):
@@ -221,7 +234,7 @@ def _check_generation_record(path: Path, record: dict, where: str) -> None:
 def _generation_dataset(meta: dict, path: Path) -> str:
     """Generated responses line up with the data file they answer, so they join that data set's items."""
     data = meta.get("data")
-    return Path(data).stem if isinstance(data, str) and data else path.stem
+    return source_stem(data) if isinstance(data, str) and data else path.stem
 
 
 # Fields of a generation record about one output file rather than the model: which shard it is and how far it
@@ -273,7 +286,7 @@ def _import_entries(
     progress: bool,
 ) -> ImportSummary:
     partial = kind == "generation output"
-    source_path = str(path.resolve())
+    source_path = resolve_source(str(path))
     dataset_id = store.get_or_create_dataset(db, dataset, source=source_path)
     first_position = store.next_position(db, dataset_id) if partial else 0
     items = _item_rows(dataset, entries, first_position=first_position, split=split)
@@ -382,7 +395,7 @@ def import_run_folder(db: sqlite_utils.Database, run_dir: Path) -> ImportSummary
     if not isinstance(name, str):
         raise UserError(f"{config_path}: 'name' must be a string, got {type_name(name)}")
     splits = _read_splits(run_dir / "split.json")
-    dataset = Path(config["data"]).stem if isinstance(config.get("data"), str) else None
+    dataset = source_stem(config["data"]) if isinstance(config.get("data"), str) else None
     before = db.conn.total_changes
     with store.transaction(db):
         model_id = store.get_or_create_model(db, name, "run", str(run_dir.resolve()), config)
@@ -698,8 +711,9 @@ def export(
 
 
 def _run_import(args: argparse.Namespace) -> None:
+    columns = parse_columns(args.columns)  # before the store is opened: a mistyped mapping creates no file
     db = store.open_db(args.db)
-    print(import_path(db, args.file, dataset=args.dataset, model=args.model, progress=True).describe())
+    print(import_path(db, args.file, dataset=args.dataset, model=args.model, columns=columns, progress=True).describe())
 
 
 def _run_import_scores(args: argparse.Namespace) -> None:
@@ -728,10 +742,11 @@ def add_cli(subparsers: Any) -> None:
         help="import instruction/response/preference data, a run folder or generation output",
         description=import_path.__doc__,
     )
-    parser.add_argument("file", type=Path, help="JSON/JSONL file or trainer run folder")
+    parser.add_argument("file", type=Path, help=f"trainer run folder, or data: {FORMATS_HELP}")
     parser.add_argument("--db", required=True, type=Path, help="workbench SQLite file (created if missing)")
     parser.add_argument("--dataset", help="data set name (default: the file's stem)")
     parser.add_argument("--model", help="model name for a file with a single response key (default: the key)")
+    parser.add_argument("--columns", help=COLUMNS_HELP)
     parser.set_defaults(func=_run_import)
 
     parser = subparsers.add_parser(

@@ -110,7 +110,11 @@ class JudgeDuringTraining:
 
     def start(self, context: RunContext, kept_rows: list[dict]) -> None:
         self.context = context
-        self.entries = context.val_entries[: self.items]
+        # The entry alone: other keys of the data (a chat record's ``messages``) would import as responses.
+        self.entries = [
+            {key: entry[key] for key in ("instruction", "input", "output")}
+            for entry in context.val_entries[: self.items]
+        ]
         if not self.entries:
             raise UserError(f"{context.run_config['data']}: the validation split is empty; nothing to judge")
         self.name = context.run_config["name"]

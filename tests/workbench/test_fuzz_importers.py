@@ -173,16 +173,29 @@ def test_fuzzed_data_sets(db, fuzz_dir, data, jsonl):
         assert "\n" not in str(exc), str(exc)
 
 
+# CSV text: a header that may or may not name the entry keys, then rows of cells with quotes, separators and
+# line ends in odd places.
+CSV_TEXT = st.builds(
+    "".join,
+    st.lists(
+        st.sampled_from(["instruction", "input", "output", "m", ",", '"', "\n", "\r\n", "x", " ", "é", ""]), max_size=30
+    ),
+)
+
+
 @FUZZ
-@given(data=file_text(ENTRIES, jsonl=True), csv=st.sampled_from(["instruction,input\nSay hi.,\n", 'a;b\n"x']))
+@given(data=file_text(ENTRIES, jsonl=True), csv=CSV_TEXT)
 def test_fuzzed_jsonl_and_csv_files(db, fuzz_dir, data, csv):
     path = fuzz_dir / "fuzzed.jsonl"
     path.write_bytes(data)
     imports_or_refuses_cleanly(db, ".jsonl", data, lambda: importing.import_path(db, path))
-    path = fuzz_dir / "fuzzed.csv"  # the workbench imports JSON only: a CSV file is refused in one line
-    path.write_text(csv)
-    with pytest.raises(UserError, match="malformed JSON"):
-        importing.import_path(db, path)
+    path = fuzz_dir / "fuzzed.csv"  # the workbench and finetune read CSV too: imported or refused in one line
+    path.write_text(csv, encoding="utf-8", newline="")
+    imports_or_refuses_cleanly(db, ".csv", csv.encode(), lambda: importing.import_path(db, path))
+    try:
+        load_entries(path)
+    except UserError as exc:
+        assert "\n" not in str(exc), str(exc)
 
 
 @FUZZ

@@ -21,10 +21,10 @@ from workbench.app.core import App, Refused, inline
 
 def build(app: App) -> None:
     gr.Markdown(
-        "Admins only. Import with the same importers as `workbench import` / `import-scores`. Upload JSON or "
-        "JSONL files (instruction data, responses, preference data; add `FILE.meta.json` to import trainer "
-        "output), a run folder's `config.json` + `metrics.jsonl`, or a judge's score lists. Several files "
-        "are imported together: all of them, or none when one is refused."
+        "Admins only. Import with the same importers as `workbench import` / `import-scores`. Upload JSON, "
+        "JSONL, CSV or Parquet files (instruction data, chat records, responses, preference data; add "
+        "`FILE.meta.json` to import trainer output), a run folder's `config.json` + `metrics.jsonl`, or a judge's "
+        "score lists. Several files are imported together: all of them, or none when one is refused."
     )
     with gr.Row():
         files = gr.File(label="Files", file_count="multiple", elem_id="data-files")
