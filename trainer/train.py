@@ -304,10 +304,10 @@ def finetune(
     _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
     log_to = require_backends(log_to)
     dist_info, torch_device = Distributed.from_environment(pick_device(device))
-    if fsdp and dist_info.world_size == 1:
-        raise UserError("--fsdp shards the model across processes: launch it with torchrun and 2 or more processes")
     if fsdp and lora is not None:
         raise UserError("--fsdp with --lora-rank is not supported: LoRA keeps the frozen base whole; train under DDP")
+    if fsdp and dist_info.world_size == 1:
+        raise UserError("--fsdp shards the model across processes: launch it with torchrun and 2 or more processes")
     data_path, run_dir = Path(data).resolve(), Path(out).resolve()
     entries = load_entries(data_path)
     split = split_entries(entries, seed=shuffle_seed)

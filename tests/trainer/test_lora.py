@@ -161,6 +161,10 @@ BAD_FLAGS = {
     ),
     "alpha alone": (["--lora-alpha", "16"], "error: --lora-alpha needs --lora-rank"),
     "dropout 1": (["--lora-rank", "4", "--lora-dropout", "1"], "error: --lora-dropout must be in [0, 1), got 1.0"),
+    "with fsdp": (
+        ["--lora-rank", "4", "--fsdp"],
+        "error: --fsdp with --lora-rank is not supported: LoRA keeps the frozen base whole; train under DDP",
+    ),
 }
 
 
