@@ -187,7 +187,12 @@ def load_base(run_dir: str | os.PathLike, run_config: dict, device: str | torch.
 
 
 def load_lora_run(
-    run_dir: str | os.PathLike, run_config: dict, checkpoint: str, *, device: str | torch.device = "cpu", merge=True
+    run_dir: str | os.PathLike,
+    run_config: dict,
+    checkpoint: str,
+    *,
+    device: str | torch.device = "cpu",
+    merge: bool = True,
 ) -> GPT:
     """A LoRA run's ``checkpoint``: its base with the saved adapter, merged into plain ``nn.Linear`` layers
     (or, with ``merge=False``, kept as adapters to train on)."""
