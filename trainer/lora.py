@@ -230,21 +230,27 @@ def merge_run(run: str | os.PathLike, out: str | os.PathLike, checkpoint: str = 
     run_config = ckpt.read_run_config(run_dir)
     if not run_config.get("lora"):
         raise UserError(f"{run_dir}: not a LoRA run (its weights are already full; use it as it is)")
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"{out_dir}: already exists and is not empty; choose another --out")
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise UserError(f"{out_dir}: already exists and is not an empty folder; choose another --out")
     model = load_lora_run(run_dir, run_config, checkpoint)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.save_checkpoint(model.config, model.state_dict(), out_dir / "best")
+    # Written beside ``out`` and renamed into place: a kill -9 mid-merge leaves no half-written run folder.
+    staging = out_dir.with_name(out_dir.name + ".tmp")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    ckpt.save_checkpoint(model.config, model.state_dict(), staging / "best")
     for name in ("split.json", "metrics.jsonl"):
         if (run_dir / name).is_file():
-            shutil.copyfile(run_dir / name, out_dir / name)
+            shutil.copyfile(run_dir / name, staging / name)
     merged_config = {
         **run_config,
         "name": f"{run_config.get('name') or run_dir.name}-merged",
         "lora": None,
         "merged_from": {"run": str(run_dir), "checkpoint": checkpoint, "lora": run_config["lora"]},
     }
-    (out_dir / ckpt.CONFIG_FILE).write_text(json.dumps(merged_config, indent=2) + "\n")
+    (staging / ckpt.CONFIG_FILE).write_text(json.dumps(merged_config, indent=2) + "\n")
+    if out_dir.exists():
+        out_dir.rmdir()  # empty, as checked above
+    staging.rename(out_dir)
     return out_dir
 
 

@@ -182,7 +182,14 @@ def test_merge_refuses_a_full_run_and_a_taken_out(tiny_run, lora_run, tmp_path, 
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "x").write_text("keep")
     err = one_line_error(capsys, ["merge", "--run", str(lora_run), "--out", str(tmp_path / "taken")])
-    assert "already exists and is not empty" in err and (tmp_path / "taken" / "x").read_text() == "keep"
+    taken = tmp_path / "taken"
+    assert err.strip() == f"error: {taken}: already exists and is not an empty folder; choose another --out"
+    assert (tmp_path / "taken" / "x").read_text() == "keep"
+    err = one_line_error(capsys, ["merge", "--run", str(lora_run), "--out", str(tmp_path / "taken" / "x")])
+    assert "already exists and is not an empty folder" in err and (tmp_path / "taken" / "x").read_text() == "keep"
+    (tmp_path / "empty").mkdir()
+    assert trainer_main(["merge", "--run", str(lora_run), "--out", str(tmp_path / "empty")]) == 0
+    assert {path.name for path in tmp_path.iterdir()} == {"taken", "empty"}  # no staging folder left behind
 
 
 def test_generation_of_a_lora_run_is_its_merged_runs(lora_run, merged_run, tmp_path):
