@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -264,8 +265,6 @@ def test_resume_of_a_lora_run_after_kill_9_continues_the_same_curve(tmp_path, sa
 
 
 def test_resume_with_other_lora_settings_is_refused(lora_run, tmp_path, sample_data):
-    import shutil
-
     from trainer.errors import UserError
 
     run_dir = tmp_path / "copy"
@@ -289,3 +288,35 @@ def test_lora_under_torchrun_two_processes_on_gloo(tmp_path, sample_data):
     assert [row["step"] for row in rows] == [0, 2, 4] and rows[-1]["val_loss"] < rows[0]["val_loss"]
     assert files_of(run_dir / "last") == ADAPTER_FILES | {"state.pt"}
     load_run_model(run_dir, "last")
+
+
+def _without_base(run_dir: Path) -> str:
+    shutil.rmtree(run_dir / "base")
+    return f"{run_dir / 'base' / 'config.json'} not found: not a checkpoint folder"
+
+
+def _torn_adapter(run_dir: Path) -> str:
+    path = run_dir / "best" / "adapter_model.safetensors"
+    path.write_bytes(path.read_bytes()[:100])
+    return f"{path}: cannot read the adapter"
+
+
+def _other_rank(run_dir: Path) -> str:
+    config = json.loads((run_dir / "config.json").read_text())
+    (run_dir / "config.json").write_text(json.dumps({**config, "lora": {**config["lora"], "rank": 4}}))
+    return f"{run_dir / 'best' / 'adapter_model.safetensors'}: the adapter does not match the run's LoRA settings"
+
+
+def _no_checkpoint(run_dir: Path) -> str:
+    shutil.rmtree(run_dir / "best")
+    return f"{run_dir / 'best' / 'adapter_model.safetensors'} not found: the run has no best checkpoint yet"
+
+
+@pytest.mark.parametrize("damage", [_without_base, _torn_adapter, _other_rank, _no_checkpoint])
+def test_a_damaged_lora_run_is_one_error_line(damage, lora_run, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    shutil.copytree(lora_run, run_dir)
+    message = damage(run_dir)
+    err = one_line_error(capsys, ["export", "--run", str(run_dir), "--format", "hf", "--out", str(tmp_path / "out")])
+    assert err.startswith(f"error: {message}")
+    assert not (tmp_path / "out").exists()
