@@ -129,6 +129,21 @@ def base_tensors(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {name.replace(".base_layer.", "."): tensor for name, tensor in weights.items() if not _is_adapter(name)}
 
 
+def merged_tensors(weights: dict[str, torch.Tensor], settings: LoraSettings) -> dict[str, torch.Tensor]:
+    """A LoRA model's state dict as the plain GPT's, each adapter folded in (``W + B A x alpha / rank``): what
+    a step hook gets, computed on the tensors alone since the hook must not touch the training modules."""
+    scale = settings.alpha / settings.rank
+    merged = {}
+    for name, tensor in base_tensors(weights).items():
+        layer = name.removesuffix(".weight")
+        lora_a = weights.get(f"{layer}.lora_A.{ADAPTER_NAME}.weight")
+        if lora_a is not None:
+            lora_b = weights[f"{layer}.lora_B.{ADAPTER_NAME}.weight"]
+            tensor = tensor + (lora_b @ lora_a).to(tensor.dtype) * scale
+        merged[name] = tensor
+    return merged
+
+
 def save_adapter(
     settings: LoraSettings,
     config: GPTConfig,

@@ -320,3 +320,40 @@ def test_a_damaged_lora_run_is_one_error_line(damage, lora_run, tmp_path, capsys
     err = one_line_error(capsys, ["export", "--run", str(run_dir), "--format", "hf", "--out", str(tmp_path / "out")])
     assert err.startswith(f"error: {message}")
     assert not (tmp_path / "out").exists()
+
+
+class RecordingHook:
+    """A step hook (``trainer.hooks.StepHook``) that keeps a copy of the weights it is handed."""
+
+    every = 2
+
+    def __init__(self):
+        self.weights: dict[int, dict[str, torch.Tensor]] = {}
+
+    def start(self, context, kept_rows) -> None:
+        pass
+
+    def submit(self, step: int, weights: dict[str, torch.Tensor]) -> None:
+        self.weights[step] = {name: tensor.clone() for name, tensor in weights.items()}
+
+    def collect(self, wait: bool) -> list[dict]:
+        return []
+
+    def plot(self, axes, epochs, rows) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_step_hook_gets_the_merged_weights_of_a_plain_gpt(tmp_path, sample_data):
+    """The judge during training (``workbench finetune --judge-every``) loads what it is handed into a plain GPT."""
+    hook, run_dir = RecordingHook(), tmp_path / "hooked"
+    finetune(data=sample_data, out=run_dir, max_steps=2, eval_every=2, lora=LORA, hook=hook, **QUICK)
+    assert sorted(hook.weights) == [0, 2]
+    expected = load_run_model(run_dir, "last")[0].state_dict()
+    for step in (0, 2):
+        assert hook.weights[step].keys() == expected.keys()
+    for name, tensor in expected.items():
+        torch.testing.assert_close(hook.weights[2][name], tensor)
+    assert any(not torch.equal(hook.weights[0][name], expected[name]) for name in expected)
