@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -34,12 +35,25 @@ def save_checkpoint(
     """Write a model's full ``weights`` (and the resume ``state``, if given) to ``folder``, replacing it atomically.
 
     ``weights`` are named as ``GPT.state_dict()`` names them (gathered first when the model is sharded)."""
+    tensors = {name: t.detach().to("cpu").contiguous() for name, t in weights.items() if name != TIED_HEAD}
+
+    def write(staging: Path) -> None:
+        save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+
+    return write_checkpoint_folder(folder, config, write, state)
+
+
+def write_checkpoint_folder(
+    folder: str | os.PathLike, config: GPTConfig, write: Callable[[Path], None], state: dict | None = None
+) -> Path:
+    """Fill ``folder`` with ``write(staging)``'s files, ``config.json`` and ``state``, replacing it atomically.
+
+    Full checkpoints and LoRA adapters share this, so a kill -9 mid-save leaves the previous one of either."""
     folder = Path(folder)
     staging, previous = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in weights.items() if name != TIED_HEAD}
-    save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
+    write(staging)
     (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     if state is not None:
         torch.save(state, staging / STATE_FILE)
@@ -51,7 +65,7 @@ def save_checkpoint(
     return folder
 
 
-def _recover(folder: Path) -> Path:
+def recover(folder: Path) -> Path:
     """Finish a swap that a crash interrupted: the ``.old`` copy is the last complete checkpoint."""
     previous = folder.with_name(folder.name + ".old")
     if not folder.exists() and previous.is_dir():
@@ -75,7 +89,7 @@ def load_checkpoint(
     folder: str | os.PathLike, *, device: str | torch.device = "cpu", expected: GPTConfig | None = None
 ) -> GPT:
     """The model saved in ``folder``; ``expected`` refuses a checkpoint made with another model config."""
-    folder = _recover(Path(folder))
+    folder = recover(Path(folder))
     config = read_model_config(folder)
     if expected is not None and config != expected:
         raise UserError(
@@ -96,12 +110,12 @@ def load_checkpoint(
 
 def has_training_state(folder: str | os.PathLike) -> bool:
     """Whether ``folder`` (a ``last`` checkpoint, after any interrupted save is undone) can be resumed."""
-    return (_recover(Path(folder)) / STATE_FILE).is_file()
+    return (recover(Path(folder)) / STATE_FILE).is_file()
 
 
 def load_training_state(folder: str | os.PathLike, device: str | torch.device = "cpu") -> dict:
     """The resume state (optimizer, step, RNG) saved with a ``last`` checkpoint."""
-    path = _recover(Path(folder)) / STATE_FILE
+    path = recover(Path(folder)) / STATE_FILE
     if not path.is_file():
         raise UserError(f"{path} not found: nothing to resume from")
     advice = "remove it to start again from step 0, or start without --resume in a new --out"
@@ -130,10 +144,16 @@ def read_run_config(run_dir: str | os.PathLike) -> dict:
 def load_run_model(
     run_dir: str | os.PathLike, checkpoint: str = "best", device: str | torch.device = "cpu"
 ) -> tuple[GPT, dict]:
-    """A run's ``best`` or ``last`` model in eval mode, and the run's config."""
+    """A run's ``best`` or ``last`` model in eval mode, and the run's config.
+
+    A LoRA run's adapter comes merged into its base weights: every consumer gets a plain ``GPT``."""
     if checkpoint not in CHECKPOINTS:
         raise UserError(f"unknown checkpoint {checkpoint!r}; choose one of {', '.join(CHECKPOINTS)}")
     run_config = read_run_config(run_dir)
+    if run_config.get("lora"):
+        from trainer.lora import load_lora_run  # imports peft: only adapter runs pay for it
+
+        return load_lora_run(run_dir, run_config, checkpoint, device=device).eval(), run_config
     expected = GPTConfig.from_dict(run_config["model"])
     model = load_checkpoint(Path(run_dir) / checkpoint, device=device, expected=expected)
     return model.eval(), run_config

@@ -53,6 +53,16 @@ from trainer.errors import UserError
 from trainer.files import write_atomically
 from trainer.formats import COLUMNS_HELP, FORMATS_HELP, data_sha256, parse_columns, resolve_source
 from trainer.hooks import RunContext, StepHook, is_evaluation
+from trainer.lora import (
+    TARGETS,
+    LoraSettings,
+    add_adapters,
+    load_lora_run,
+    merged_tensors,
+    save_adapter,
+    save_random_base,
+    trainable_line,
+)
 from trainer.model import CONFIGS, GPT
 from trainer.tokenizer import get_tokenizer
 from trainer.tracking import Tracking, add_cli_options, require_backends, tracking_run
@@ -64,6 +74,7 @@ RESUME_IDENTITY = (
     "model_name",
     "model",
     "weights",
+    "lora",
     "style",
     "data_sha256",
     "data_columns",
@@ -284,6 +295,7 @@ def finetune(
     tokenizer_file: str | None = None,
     shuffle_seed: int | None = None,
     name: str | None = None,
+    lora: LoraSettings | None = None,
     progress: bool = True,
     log_to: Sequence[str] = (),
     log_dir: str | os.PathLike | None = None,
@@ -300,10 +312,14 @@ def finetune(
     (default: the run folder; MLflow: ./mlruns). ``data`` may be any source ``trainer.formats`` reads, with
     ``columns`` mapping entry keys to its column names. ``hook`` gets the weights every ``hook.every`` steps
     and writes rows beside the losses (``trainer.hooks``; the workbench's judge during training).
+    ``lora`` trains low-rank adapters on the frozen model instead of all its weights (``trainer.lora``);
+    checkpoints then hold the adapter alone.
     """
     _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
     log_to = require_backends(log_to)
     dist_info, torch_device = Distributed.from_environment(pick_device(device))
+    if fsdp and lora is not None:
+        raise UserError("--fsdp with --lora-rank is not supported: LoRA keeps the frozen base whole; train under DDP")
     if fsdp and dist_info.world_size == 1:
         raise UserError("--fsdp shards the model across processes: launch it with torchrun and 2 or more processes")
     data_source, run_dir = resolve_source(data), Path(out).resolve()
@@ -314,6 +330,8 @@ def finetune(
         _check_run_folder(run_dir)
     torch.manual_seed(seed)
     network, weights_source = _build_model(model, weights, torch_device)
+    if lora is not None:
+        add_adapters(network, lora)
     max_length = max_length or network.config.context_length
     train_set, val_set = (InstructionDataset(part, tokenizer, style) for part in (split.train, split.val))
     global_batch = batch_size * grad_accum * dist_info.world_size
@@ -330,6 +348,7 @@ def finetune(
         "model_name": model,
         "model": network.config.to_dict(),
         "weights": weights_source,
+        "lora": None if lora is None else lora.to_dict(),
         "style": style,
         "data": data_source,
         "data_sha256": data_sha256(data_source, entries),
@@ -369,10 +388,10 @@ def finetune(
             ckpt.has_training_state(run_dir / "last")  # finishes a swap a kill interrupted, before others look
     dist_info.barrier()  # rank 0 has checked the folder before anyone reads a checkpoint from it
     resumable = resume and ckpt.has_training_state(run_dir / "last")
-    saved_state = _restore_weights(run_dir, network, torch_device) if resumable else None
+    saved_state = _restore_weights(run_dir, run_config, network, torch_device) if resumable else None
     model = wrap(network, dist_info, torch_device, fsdp)
     optimizer = torch.optim.AdamW(
-        model.parameters(),
+        [param for param in model.parameters() if param.requires_grad],  # a LoRA run: the adapters only
         lr=lr,
         weight_decay=weight_decay,
         **({"fused": True} if torch_device.type == "cuda" else {"foreach": True}),
@@ -400,6 +419,8 @@ def finetune(
                 state.history = [row for row in kept if is_evaluation(row)]
                 (run_dir / ckpt.CONFIG_FILE).write_text(json.dumps(run_config, indent=2) + "\n")
                 (run_dir / "split.json").write_text(json.dumps(split.indices) + "\n")
+                if lora is not None and weights_source == "random":
+                    save_random_base(network, run_dir)
                 logger.info(
                     "%s %s at step %d: %d parameters, %d train / %d val entries, %d steps per epoch, device %s x %d",
                     "resuming" if resumable else "starting",
@@ -412,6 +433,7 @@ def finetune(
                     torch_device,
                     dist_info.world_size,
                 )
+                logger.info(trainable_line(network)[0])
                 if hook is not None:
                     kept_hook_rows = [row for row in kept if not is_evaluation(row)]
                     hook.start(
@@ -466,9 +488,12 @@ def _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_eve
         raise UserError(f"learning rate must be positive, got {lr}")
 
 
-def _restore_weights(run_dir: Path, network: GPT, device: torch.device) -> dict:
+def _restore_weights(run_dir: Path, run_config: dict, network: GPT, device: torch.device) -> dict:
     """Load ``last``'s weights into the whole (not yet wrapped) model; return its training state."""
-    saved = ckpt.load_checkpoint(run_dir / "last", expected=network.config)  # on the CPU: copy_ moves it
+    if run_config["lora"]:  # the base it was made with and the adapter, wrapped as ``network`` is
+        saved = load_lora_run(run_dir, run_config, "last", merge=False)
+    else:
+        saved = ckpt.load_checkpoint(run_dir / "last", expected=network.config)  # on the CPU: copy_ moves it
     with torch.no_grad():
         for target, source in zip(network.parameters(), saved.parameters(), strict=True):
             target.copy_(source)
@@ -577,14 +602,16 @@ class _Loop:
             )
             logger.info(message)
             if improved:
-                ckpt.save_checkpoint(self.network.config, weights, self.run_dir / "best")
-            ckpt.save_checkpoint(self.network.config, weights, self.run_dir / "last", resume_state)
+                self._save(weights, "best")
+            self._save(weights, "last", resume_state)
         patience = self.hp["patience"]
         return patience is not None and state.evals_without_improvement >= patience
 
     def _submit_weights(self) -> None:
         """Hand the hook this step's weights: gathered by every rank (a collective under FSDP), used by rank 0."""
         weights = full_weights(self.network)
+        if self.config["lora"]:  # the hook gets a plain GPT's weights, as from any run
+            weights = merged_tensors(weights, LoraSettings.from_dict(self.config["lora"]))
         if self.dist.is_main:
             self.hook.submit(self.state.step, weights)
         self.hook_step = self.state.step
@@ -598,6 +625,14 @@ class _Loop:
                 metrics.write(json.dumps(row) + "\n")
             self.hook_rows.append(row)
             self._track(row)
+
+    def _save(self, weights: dict[str, torch.Tensor], checkpoint: str, state: dict | None = None) -> None:
+        """A full checkpoint, or for a LoRA run the adapter alone."""
+        folder, config = self.run_dir / checkpoint, self.network.config
+        if self.config["lora"]:
+            save_adapter(LoraSettings.from_dict(self.config["lora"]), config, weights, folder, state)
+        else:
+            ckpt.save_checkpoint(config, weights, folder, state)
 
     def _track(self, row: dict) -> None:
         """Mirror one metrics row to the trackers, at its step."""
@@ -688,8 +723,11 @@ class _Loop:
         elapsed = time.perf_counter() - started
         if self.dist.is_main:
             _write_plot(self.run_dir, state.history, self.hook, self.hook_rows, self.steps_per_epoch)
+        _, trainable, total = trainable_line(self.network)
         summary = {
             "run_dir": str(self.run_dir),
+            "trainable_parameters": trainable,
+            "parameters": total,
             "steps": state.step,
             "epochs": state.step / self.steps_per_epoch,
             "tokens_seen": state.tokens_seen,
@@ -756,6 +794,10 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shuffle-seed", type=int, help="shuffle entries before the 85/10/5 split")
     parser.add_argument("--tokenizer-file", help="GPT-2 ranks file in tiktoken format (offline)")
     parser.add_argument("--name", help="run name (default: the folder name)")
+    parser.add_argument("--lora-rank", type=int, help="train LoRA adapters of this rank on the frozen model")
+    parser.add_argument("--lora-alpha", type=float, help="LoRA scale numerator: updates scale by alpha/rank (2 x rank)")
+    parser.add_argument("--lora-targets", help=f"comma-separated layers to adapt (default: {','.join(TARGETS)})")
+    parser.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input (default 0)")
     add_cli_options(parser, log_dir_default="the run folder")
 
 
@@ -788,6 +830,7 @@ def finetune_arguments(args: argparse.Namespace) -> dict:
         tokenizer_file=args.tokenizer_file,
         shuffle_seed=args.shuffle_seed,
         name=args.name,
+        lora=LoraSettings.from_options(args.lora_rank, args.lora_alpha, args.lora_targets, args.lora_dropout),
         log_to=args.log_to,
         log_dir=args.log_dir,
     )

@@ -228,11 +228,12 @@ def _file_stamp(path: Path) -> dict:
     return {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
-def _weights_file(folder: Path) -> Path | None:
-    return next(
-        (folder / name for name in ("model.safetensors", "pytorch_model.bin") if (folder / name).is_file()),
-        None,
-    )
+def _weights_file(folder: Path, names: tuple[str, ...] = ("model.safetensors", "pytorch_model.bin")) -> Path | None:
+    return next((folder / name for name in names if (folder / name).is_file()), None)
+
+
+# A run's checkpoint: full weights, or a LoRA run's adapter (its base is fixed by the run's config).
+RUN_WEIGHTS = ("model.safetensors", "adapter_model.safetensors")
 
 
 def _describe_model(run: str | None, checkpoint: str, hf_model: str | None) -> tuple[dict, dict]:
@@ -245,7 +246,7 @@ def _describe_model(run: str | None, checkpoint: str, hf_model: str | None) -> t
         run_dir = Path(run).resolve()
         if not run_dir.is_dir():
             raise UserError(f"run folder not found: {run_dir}")
-        weights = _weights_file(run_dir / checkpoint)
+        weights = _weights_file(run_dir / checkpoint, RUN_WEIGHTS)
         if weights is None:
             raise UserError(
                 f"{run_dir}: no weights in {run_dir / checkpoint} (train the run first"
