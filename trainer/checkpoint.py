@@ -38,7 +38,11 @@ def save_checkpoint(
     staging, previous = folder.with_name(folder.name + ".tmp"), folder.with_name(folder.name + ".old")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in weights.items() if name != TIED_HEAD}
+    tensors = {
+        name: t.detach().to("cpu").contiguous()
+        for name, t in weights.items()
+        if name != TIED_HEAD or not config.tied_head
+    }
     save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})
     (staging / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     if state is not None:

@@ -20,13 +20,14 @@ from trainer.errors import UserError
 from trainer.formats import is_hf_spec, read_records
 from trainer.tokenizer import END_OF_TEXT_ID
 
-STYLES = ("alpaca", "phi3")
+STYLES = ("alpaca", "phi3", "phi3-book")
 IGNORE_INDEX = -100  # cross_entropy's default ignore_index: targets with it add nothing to the loss
 
 ALPACA_PREAMBLE = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request."
 )
-RESPONSE_MARKERS = {"alpaca": "### Response:", "phi3": "<|assistant|>"}
+# phi3-book is the book's Phi-3 exercise (ch07 exercise 7.2), which writes the marker with a colon.
+RESPONSE_MARKERS = {"alpaca": "### Response:", "phi3": "<|assistant|>", "phi3-book": "<|assistant|>:"}
 
 
 # --- loading and validation -------------------------------------------------------------------------------
@@ -60,15 +61,21 @@ def check_style(style: str) -> None:
         raise UserError(f"unknown prompt style {style!r}; choose one of {', '.join(STYLES)}")
 
 
-def format_prompt(entry: dict, style: str) -> str:
-    """The prompt up to and including the response marker (what generation continues from)."""
+def format_instruction(entry: dict, style: str) -> str:
+    """The prompt before its response marker: instruction and input (the book's ``format_input``)."""
     check_style(style)
     instruction, given = entry["instruction"], entry.get("input", "")
     if style == "alpaca":
         input_section = f"\n\n### Input:\n{given}" if given else ""
-        return f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}{input_section}\n\n{RESPONSE_MARKERS[style]}"
+        return f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}{input_section}"
     input_section = f"\n{given}" if given else ""
-    return f"<|user|>\n{instruction}{input_section}\n{RESPONSE_MARKERS[style]}"
+    return f"<|user|>\n{instruction}{input_section}"
+
+
+def format_prompt(entry: dict, style: str) -> str:
+    """The prompt up to and including the response marker (what generation continues from)."""
+    separator = "\n\n" if style == "alpaca" else "\n"
+    return f"{format_instruction(entry, style)}{separator}{RESPONSE_MARKERS[style]}"
 
 
 def format_example(entry: dict, style: str) -> str:
@@ -124,14 +131,16 @@ def encode(tokenizer, text: str) -> list[int]:
 
 
 class InstructionDataset(Dataset):
-    """Entries tokenized once up front, each as (full example ids, prompt length in tokens)."""
+    """Entries tokenized once up front, each as (full example ids, length in tokens of what ``mask_prompt``
+    masks).
 
-    def __init__(self, entries: Sequence[dict], tokenizer, style: str):
+    That is the whole prompt, or with ``loss_on_marker`` the prompt before its response marker, so that the
+    marker's tokens stay in the loss: the book's masking exercise (ch07 exercise 7.2) counts them that way."""
+
+    def __init__(self, entries: Sequence[dict], tokenizer, style: str, *, loss_on_marker: bool = False):
+        masked = format_instruction if loss_on_marker else format_prompt
         self.examples = [
-            (
-                encode(tokenizer, format_example(entry, style)),
-                len(encode(tokenizer, format_prompt(entry, style))),
-            )
+            (encode(tokenizer, format_example(entry, style)), len(encode(tokenizer, masked(entry, style))))
             for entry in entries
         ]
 

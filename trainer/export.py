@@ -1,9 +1,10 @@
 """Export a run's model for other servers: GGUF (llama.cpp, Ollama) with a Modelfile, or a complete HF folder.
 
 GGUF is llama.cpp's ``gpt2`` architecture: our ``nn.Linear`` weights are already ``[out, in]``, the layout
-llama.cpp wants (Hugging Face's Conv1D files are the transpose), the head is tied to ``token_embd`` so no
-``output`` tensor is written, and the GPT-2 vocabulary and merges ride inside the file. The Hugging Face folder
-is weights, config, tokenizer files and a generation config: what ``transformers``, vLLM and lm-eval load as is.
+llama.cpp wants (Hugging Face's Conv1D files are the transpose), a tied head is ``token_embd`` itself so no
+``output`` tensor is written (an untied one, as ``--recipe book`` trains, is), and the GPT-2 vocabulary and
+merges ride inside the file. The Hugging Face folder is weights, config, tokenizer files and a generation
+config: what ``transformers``, vLLM and lm-eval load as is.
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ GLOBAL_NAMES = {
     "wpe.weight": "position_embd.weight",
     "ln_f.weight": "output_norm.weight",
     "ln_f.bias": "output_norm.bias",
+    TIED_HEAD: "output.weight",  # written only when untied: llama.cpp's gpt2 falls back to token_embd without it
 }
 BLOCK_NAMES = {
     "ln_1": "attn_norm",
@@ -120,7 +122,7 @@ def write_gguf(
     if dtype == "q8_0":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for tensor_name, tensor in model.state_dict().items():
-        if tensor_name == TIED_HEAD:
+        if tensor_name == TIED_HEAD and config.tied_head:
             continue
         _add_tensor(writer, gguf_tensor_name(tensor_name), tensor.detach().to("cpu", torch.float32).numpy(), dtype)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
