@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from trainer.checkpoint import CHECKPOINTS, load_run_model
-from trainer.data import format_prompt
+from trainer.data import chat_template_source, format_prompt, is_chat_style, stop_string
 from trainer.errors import UserError
 from trainer.files import write_atomically
 from trainer.model import GPT, TIED_HEAD
@@ -61,7 +61,10 @@ def gguf_tensor_name(name: str) -> str:
 def chat_template(style: str) -> str:
     """A Jinja chat template that turns chat messages into the run's prompt: servers that read the GGUF's
     template (llama.cpp's) then answer chat completions in the style the model was trained on. The messages'
-    contents, joined by blank lines, stand where an entry's instruction would."""
+    contents, joined by blank lines, stand where an entry's instruction would. A chat style's own template
+    is written as it is."""
+    if is_chat_style(style):
+        return chat_template_source(style)
     marker = "\x00INSTRUCTION\x00"
     before, after = format_prompt({"instruction": marker}, style).split(marker)
     joined = "{% for message in messages %}{{ message['content'] }}{% if not loop.last %}\n\n{% endif %}{% endfor %}"
@@ -154,13 +157,15 @@ def _add_tensor(writer, name: str, array: np.ndarray, dtype: str) -> None:
 def modelfile_text(gguf_name: str, style: str, context_length: int) -> str:
     """An Ollama ``Modelfile`` for the GGUF beside it: the run's prompt around the user's message, greedy and
     unpenalised as ``generate`` decodes (Ollama's default repeat penalty would change the answers), stopping at
-    end-of-text, with the model's context window (Ollama's default is longer than GPT-2's)."""
+    end-of-text (and a chat style's stop string), with the model's context window (Ollama's default is longer
+    than GPT-2's)."""
     template = format_prompt({"instruction": "{{ .Prompt }}"}, style)
+    stops = [END_OF_TEXT, *filter(None, [stop_string(style)])]
     return (
         f"FROM ./{gguf_name}\n"
         f'TEMPLATE """{template}"""\n'
-        f'PARAMETER stop "{END_OF_TEXT}"\n'
-        "PARAMETER temperature 0\n"
+        + "".join(f'PARAMETER stop "{stop}"\n' for stop in stops)
+        + "PARAMETER temperature 0\n"
         "PARAMETER repeat_penalty 1\n"
         f"PARAMETER num_ctx {context_length}\n"
     )

@@ -38,7 +38,9 @@ from trainer.data import (
     check_style,
     collate,
     load_entries,
+    resolve_style,
     split_entries,
+    style_sha256,
 )
 from trainer.distributed import (
     Distributed,
@@ -65,6 +67,7 @@ RESUME_IDENTITY = (
     "model",
     "weights",
     "style",
+    "style_sha256",
     "data_sha256",
     "data_columns",
     "mask_prompt",
@@ -226,7 +229,7 @@ def _prepare_run(run_dir: Path, run_config: dict, resume: bool) -> dict | None:
     if not existing.exists():
         return None  # nothing to resume yet: start fresh (a crash before the first checkpoint)
     old = ckpt.read_run_config(run_dir)
-    old = {"recipe": "default", **old}  # runs made before recipes existed used the default one
+    old = {"recipe": "default", "style_sha256": None, **old}  # what runs made before these keys existed used
     changed = [key for key in RESUME_IDENTITY if old.get(key) != run_config[key]]
     changed += [f"train.{key}" for key in TRAIN_IDENTITY if old["train"].get(key) != run_config["train"][key]]
     if changed:
@@ -332,7 +335,7 @@ def finetune(
     _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
     recipe = _resolve_recipe(recipe, Path(out), resume)
     book = recipe == "book"
-    style = "phi3-book" if book and style == "phi3" else style
+    style = "phi3-book" if book and style == "phi3" else resolve_style(style)
     grad_clip = GRAD_CLIP[recipe] if grad_clip is None else (grad_clip or None)
     log_to = require_backends(log_to)
     dist_info, torch_device = Distributed.from_environment(pick_device(device))
@@ -367,6 +370,7 @@ def finetune(
         "model": network.config.to_dict(),
         "weights": weights_source,
         "style": style,
+        "style_sha256": style_sha256(style),
         "data": data_source,
         "data_sha256": data_sha256(data_source, entries),
         "data_columns": dict(columns) if columns else None,
@@ -777,7 +781,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help=f"instruction data: {FORMATS_HELP}")
     parser.add_argument("--columns", help=COLUMNS_HELP)
     parser.add_argument("--out", required=True, help="run folder to write (or to continue with --resume)")
-    parser.add_argument("--style", choices=STYLES, default="alpaca", help="prompt style")
+    parser.add_argument("--style", default="alpaca", help=f"prompt style: {', '.join(STYLES)}, or jinja:FILE")
     parser.add_argument("--model", required=True, choices=tuple(CONFIGS), help="model shape")
     parser.add_argument(
         "--weights",

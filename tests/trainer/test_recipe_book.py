@@ -106,14 +106,14 @@ def test_book_masking_gives_the_books_targets(book_entries, tokenizer):
     recipe's data set equals its custom_collate_with_masking_fn, batch by batch, targets and inputs."""
     ours = InstructionDataset(book_entries, tokenizer, "alpaca", loss_on_marker=True).examples
     theirs = [book_masking_item(entry, tokenizer) for entry in book_entries]
-    assert [(ids, length) for length, ids in theirs] == ours
+    assert [(ids, [index >= length for index in range(len(ids))]) for length, ids in theirs] == ours
     for start in range(0, len(ours), 8):
         our_inputs, our_targets = collate(ours[start : start + 8], mask_prompt=True, max_length=1024)
         book_inputs, book_targets = custom_collate_with_masking_fn(theirs[start : start + 8], allowed_max_length=1024)
         assert torch.equal(our_inputs, book_inputs) and torch.equal(our_targets, book_targets)
     # and it differs from our default masking by exactly the marker's tokens
     default = InstructionDataset(book_entries[:1], tokenizer, "alpaca").examples[0]
-    marker_tokens = default[1] - ours[0][1]
+    marker_tokens = default[1].index(True) - ours[0][1].index(True)
     assert marker_tokens == len(encode(tokenizer, "\n\n### Response:")) == 5
 
 
