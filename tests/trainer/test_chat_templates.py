@@ -3,10 +3,12 @@ conversation, stop strings, the sandbox, and a template file that changes after 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 
 import pytest
 
+from tests.conftest import require
 from tests.trainer.cli_errors import one_line_error
 from trainer.data import (
     InstructionDataset,
@@ -16,8 +18,10 @@ from trainer.data import (
     format_prompt,
     response_marker,
     stop_string,
+    user_message,
 )
 from trainer.errors import UserError
+from trainer.export import chat_template, modelfile_text
 from trainer.train import finetune
 
 E = 50256
@@ -191,3 +195,16 @@ def test_generation_stops_at_the_stop_string(tokenizer):
     free = generate_tokens(model, [prompt], max_new_tokens=12, eos_id=None)[0]
     stopped = generate_tokens(model, [prompt], max_new_tokens=12, eos_id=None, stop=lambda new: new[-1] == free[4])
     assert stopped[0] == free[: free.index(free[4]) + 1]
+
+
+@pytest.mark.parametrize("style", ["chatml", "llama3", "phi3-chat"])
+def test_exported_template_and_modelfile_give_the_training_prompt(style):
+    """The GGUF carries the chat style's own template: llama-cpp-python's Jinja chat formatter renders a user
+    message to the prompt the model was trained on; the Modelfile stops at the style's stop string too."""
+    assert f'PARAMETER stop "{stop_string(style)}"\n' in modelfile_text("m.gguf", style, 256)
+    require(importlib.util.find_spec("llama_cpp") is not None, "llama_cpp not installed")
+    from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+    formatter = Jinja2ChatFormatter(template=chat_template(style), eos_token="<|endoftext|>", bos_token="")
+    rendered = formatter(messages=[{"role": "user", "content": user_message(ENTRY)}])
+    assert rendered.prompt == format_prompt(ENTRY, style)
