@@ -28,7 +28,9 @@ from trainer.data import (
     check_style_unchanged,
     encode,
     extract_response,
+    format_instruction,
     format_prompt,
+    is_chat_style,
     load_entries,
     resolve_style,
     response_marker,
@@ -243,18 +245,24 @@ def generate_responses(
     *,
     entry_names: Sequence[str] | None = None,
     on_responses: Callable[[list[int], list[str], list[list[int]]], None] | None = None,
+    recipe: str = "default",
     **decoding,
 ) -> list[str]:
     """The response to every entry's prompt in ``style``: the generated text after the response marker.
 
     ``entry_names`` label entries in error messages; ``on_responses(indices, responses, new_tokens)`` sees
-    each batch as it finishes (for saving partial work); ``decoding`` goes to :func:`generate_tokens`.
+    each batch as it finishes (for saving partial work); ``decoding`` goes to :func:`generate_tokens`. A
+    ``recipe`` ``book`` run is prompted as the book's chapter 7 does: with the instruction and input alone
+    (``format_input``), the model writing the response marker itself, which is then removed from its text.
     """
-    prompts = [encode(tokenizer, format_prompt(entry, style)) for entry in entries]
+    book = recipe == "book" and not is_chat_style(style)
+    prompts = [encode(tokenizer, (format_instruction if book else format_prompt)(entry, style)) for entry in entries]
     names = entry_names or [f"entry {i}" for i in range(len(entries))]
     marker = response_marker(style)
 
     def respond(new_tokens: list[int]) -> str:
+        if book:  # the book's generated_text[len(input_text):].replace("### Response:", "").strip()
+            return tokenizer.decode(new_tokens).replace(marker, "").strip()
         # The prompt ends with the marker; an instruction that quotes the marker must not confuse extraction.
         # A chat style's response ends at its stop string (<|im_end|> ...), which extraction cuts off.
         return extract_response(marker + tokenizer.decode(new_tokens), style)
@@ -417,6 +425,7 @@ def generate_file(
             top_p=top_p,
             seed=seed,
             batch_size=batch_size,
+            recipe=run_config.get("recipe", "default") if run_config else "default",
         )
     output.finish()
     print(f"wrote {len(selected)} responses ({len(todo)} new) under {response_key!r} to {output.path}", file=sys.stderr)

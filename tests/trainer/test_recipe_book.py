@@ -83,6 +83,33 @@ def custom_collate_with_masking_fn(batch, pad_token_id=50256, ignore_index=-100,
     return torch.stack(inputs_lst), torch.stack(targets_lst)
 
 
+# From ch07/01_main-chapter-code/previous_chapters.py: generate (its sampling branch left out: greedy only),
+# text_to_token_ids and token_ids_to_text, as gpt_instruction_finetuning.py uses them for the test set.
+
+
+def generate(model, idx, max_new_tokens, context_size, eos_id=None):
+    for _ in range(max_new_tokens):
+        idx_cond = idx[:, -context_size:]
+        with torch.no_grad():
+            logits = model(idx_cond)
+        logits = logits[:, -1, :]
+        idx_next = torch.argmax(logits, dim=-1, keepdim=True)
+        if idx_next == eos_id:
+            break
+        idx = torch.cat((idx, idx_next), dim=1)
+    return idx
+
+
+def text_to_token_ids(text, tokenizer):
+    encoded = tokenizer.encode(text, allowed_special={"<|endoftext|>"})
+    return torch.tensor(encoded).unsqueeze(0)
+
+
+def token_ids_to_text(token_ids, tokenizer):
+    flat = token_ids.squeeze(0)
+    return tokenizer.decode(flat.tolist())
+
+
 # --- known answers ----------------------------------------------------------------------------------------
 
 
@@ -249,3 +276,20 @@ def test_untied_gguf_answers_in_llama_cpp_as_we_do(book_run, tmp_path, tokenizer
     theirs = greedy(llama, prompts, 12)
     llama.close()
     assert theirs == ours
+
+
+def test_book_run_generates_as_the_book_does(book_run, tmp_path, tokenizer):
+    """``generate --run`` on a book run answers the test split as gpt_instruction_finetuning.py does: prompted
+    with format_input_phi(entry) alone (no marker), greedy to end-of-text, the marker removed from the text."""
+    from trainer.generate import generate_file
+
+    out = generate_file(tmp_path / "answers.json", run=book_run, max_new_tokens=10, device="cpu", progress=False)
+    answers = json.loads(out.read_text())
+    model, _ = load_run_model(book_run, "best")
+    for entry in answers:
+        input_text = format_input_phi(entry)
+        token_ids = generate(model, text_to_token_ids(input_text, tokenizer), 10, 256, eos_id=50256)
+        generated_text = token_ids_to_text(token_ids, tokenizer)
+        response_text = generated_text[len(input_text) :].replace("<|assistant|>:", "").strip()
+        assert entry["model_response"] == response_text
+    assert len(answers) == 7
