@@ -208,3 +208,19 @@ def test_exported_template_and_modelfile_give_the_training_prompt(style):
     formatter = Jinja2ChatFormatter(template=chat_template(style), eos_token="<|endoftext|>", bos_token="")
     rendered = formatter(messages=[{"role": "user", "content": user_message(ENTRY)}])
     assert rendered.prompt == format_prompt(ENTRY, style)
+
+
+def test_a_chat_file_trains_on_its_reply_with_the_system_message_in_the_prompt(tmp_path, tokenizer):
+    """A chat record read by ``load_entries`` keeps its ``messages``: a chat style renders them (system message
+    included) and trains on the assistant's reply alone."""
+    from trainer.data import load_entries
+
+    path = tmp_path / "chat.jsonl"
+    record = {"messages": [{"role": "system", "content": "Be brief."}, *CONVERSATION["messages"][3:]]}
+    path.write_text(json.dumps(record) + "\n")
+    (entry,) = load_entries(path)
+    assert format_prompt(entry, "chatml") == (
+        "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nThe capital of France?<|im_end|>\n"
+        "<|im_start|>assistant\n"
+    )
+    assert assistant_targets(tokenizer, "chatml", entry) == ["Paris.<|im_end|>\n<|endoftext|>"]
