@@ -35,7 +35,11 @@ def save_checkpoint(
     """Write a model's full ``weights`` (and the resume ``state``, if given) to ``folder``, replacing it atomically.
 
     ``weights`` are named as ``GPT.state_dict()`` names them (gathered first when the model is sharded)."""
-    tensors = {name: t.detach().to("cpu").contiguous() for name, t in weights.items() if name != TIED_HEAD}
+    tensors = {
+        name: t.detach().to("cpu").contiguous()
+        for name, t in weights.items()
+        if name != TIED_HEAD or not config.tied_head  # a tied head is wte itself: stored once
+    }
 
     def write(staging: Path) -> None:
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": "pt"})

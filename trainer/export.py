@@ -1,9 +1,10 @@
 """Export a run's model for other servers: GGUF (llama.cpp, Ollama) with a Modelfile, or a complete HF folder.
 
 GGUF is llama.cpp's ``gpt2`` architecture: our ``nn.Linear`` weights are already ``[out, in]``, the layout
-llama.cpp wants (Hugging Face's Conv1D files are the transpose), the head is tied to ``token_embd`` so no
-``output`` tensor is written, and the GPT-2 vocabulary and merges ride inside the file. The Hugging Face folder
-is weights, config, tokenizer files and a generation config: what ``transformers``, vLLM and lm-eval load as is.
+llama.cpp wants (Hugging Face's Conv1D files are the transpose), a tied head is ``token_embd`` itself so no
+``output`` tensor is written (an untied one, as ``--recipe book`` trains, is), and the GPT-2 vocabulary and
+merges ride inside the file. The Hugging Face folder is weights, config, tokenizer files and a generation
+config: what ``transformers``, vLLM and lm-eval load as is.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import numpy as np
 import torch
 
 from trainer.checkpoint import CHECKPOINTS, load_run_model
-from trainer.data import format_prompt
+from trainer.data import chat_template_source, format_prompt, is_chat_style, stop_string
 from trainer.errors import UserError
 from trainer.files import write_atomically
 from trainer.model import GPT, TIED_HEAD
@@ -36,6 +37,7 @@ GLOBAL_NAMES = {
     "wpe.weight": "position_embd.weight",
     "ln_f.weight": "output_norm.weight",
     "ln_f.bias": "output_norm.bias",
+    TIED_HEAD: "output.weight",  # written only when untied: llama.cpp's gpt2 falls back to token_embd without it
 }
 BLOCK_NAMES = {
     "ln_1": "attn_norm",
@@ -59,7 +61,10 @@ def gguf_tensor_name(name: str) -> str:
 def chat_template(style: str) -> str:
     """A Jinja chat template that turns chat messages into the run's prompt: servers that read the GGUF's
     template (llama.cpp's) then answer chat completions in the style the model was trained on. The messages'
-    contents, joined by blank lines, stand where an entry's instruction would."""
+    contents, joined by blank lines, stand where an entry's instruction would. A chat style's own template
+    is written as it is."""
+    if is_chat_style(style):
+        return chat_template_source(style)
     marker = "\x00INSTRUCTION\x00"
     before, after = format_prompt({"instruction": marker}, style).split(marker)
     joined = "{% for message in messages %}{{ message['content'] }}{% if not loop.last %}\n\n{% endif %}{% endfor %}"
@@ -120,7 +125,7 @@ def write_gguf(
     if dtype == "q8_0":
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
     for tensor_name, tensor in model.state_dict().items():
-        if tensor_name == TIED_HEAD:
+        if tensor_name == TIED_HEAD and config.tied_head:
             continue
         _add_tensor(writer, gguf_tensor_name(tensor_name), tensor.detach().to("cpu", torch.float32).numpy(), dtype)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
@@ -152,13 +157,15 @@ def _add_tensor(writer, name: str, array: np.ndarray, dtype: str) -> None:
 def modelfile_text(gguf_name: str, style: str, context_length: int) -> str:
     """An Ollama ``Modelfile`` for the GGUF beside it: the run's prompt around the user's message, greedy and
     unpenalised as ``generate`` decodes (Ollama's default repeat penalty would change the answers), stopping at
-    end-of-text, with the model's context window (Ollama's default is longer than GPT-2's)."""
+    end-of-text (and a chat style's stop string), with the model's context window (Ollama's default is longer
+    than GPT-2's)."""
     template = format_prompt({"instruction": "{{ .Prompt }}"}, style)
+    stops = [END_OF_TEXT, *filter(None, [stop_string(style)])]
     return (
         f"FROM ./{gguf_name}\n"
         f'TEMPLATE """{template}"""\n'
-        f'PARAMETER stop "{END_OF_TEXT}"\n'
-        "PARAMETER temperature 0\n"
+        + "".join(f'PARAMETER stop "{stop}"\n' for stop in stops)
+        + "PARAMETER temperature 0\n"
         "PARAMETER repeat_penalty 1\n"
         f"PARAMETER num_ctx {context_length}\n"
     )

@@ -24,13 +24,18 @@ from tqdm import tqdm
 from trainer.checkpoint import CHECKPOINTS, load_run_model
 from trainer.cpu_layout import lay_out_for_streaming
 from trainer.data import (
-    RESPONSE_MARKERS,
     STYLES,
+    check_style_unchanged,
     encode,
     extract_response,
+    format_instruction,
     format_prompt,
+    is_chat_style,
     load_entries,
+    resolve_style,
+    response_marker,
     split_entries,
+    stop_string,
 )
 from trainer.entries import DEFAULT_RESPONSE_KEY, parse_json, read_text
 from trainer.errors import UserError
@@ -60,14 +65,16 @@ def generate_tokens(
     batch_size: int = 8,
     on_batch: BatchCallback | None = None,
     prompt_names: Sequence[str] | None = None,
+    stop: Callable[[list[int]], bool] | None = None,
 ) -> list[list[int]]:
     """New tokens for every prompt (end-of-text excluded), decoded in length-sorted batches.
 
     Greedy when ``temperature`` is 0. With a ``seed``, each prompt samples from its own generator seeded by
     the seed and the prompt's tokens: a response does not depend on batch size, order or an interrupted run.
-    A row stops at ``eos_id`` (never when it is None), after ``max_new_tokens``, or when prompt and response
-    fill the context window. ``prompt_names`` label prompts in error messages. On the CPU the first call moves
-    the model's weights, for good, to the faster-streaming layout of :mod:`trainer.cpu_layout` (same values).
+    A row stops at ``eos_id`` (never when it is None), after ``max_new_tokens``, when prompt and response
+    fill the context window, or once ``stop(new tokens so far)`` is true (that last token kept).
+    ``prompt_names`` label prompts in error messages. On the CPU the first call moves the model's weights,
+    for good, to the faster-streaming layout of :mod:`trainer.cpu_layout` (same values).
     """
     _check_decoding(max_new_tokens, temperature, top_k, top_p, batch_size)
     names = prompt_names or [f"prompt {i}" for i in range(len(prompts))]
@@ -94,6 +101,7 @@ def generate_tokens(
                     top_p=top_p,
                     generators=generators,
                     eos_id=eos_id,
+                    stop=stop,
                 )
                 for index, new_tokens in zip(batch, tokens, strict=True):
                     results[index] = new_tokens
@@ -114,6 +122,7 @@ def _generate_batch(
     top_p: float | None,
     generators: list[torch.Generator] | None,
     eos_id: int | None,
+    stop: Callable[[list[int]], bool] | None = None,
 ) -> list[list[int]]:
     """Decode one batch: a left-padded prefill, then one token per step for the rows still running."""
     device, dtype = model.wte.weight.device, model.wte.weight.dtype
@@ -145,7 +154,7 @@ def _generate_batch(
             if token == eos_id:
                 continue
             outputs[row].append(token)
-            if len(outputs[row]) < budgets[row]:
+            if len(outputs[row]) < budgets[row] and not (stop is not None and stop(outputs[row])):
                 keep.append(j)
         if not keep:
             return outputs
@@ -236,25 +245,54 @@ def generate_responses(
     *,
     entry_names: Sequence[str] | None = None,
     on_responses: Callable[[list[int], list[str], list[list[int]]], None] | None = None,
+    recipe: str = "default",
     **decoding,
 ) -> list[str]:
     """The response to every entry's prompt in ``style``: the generated text after the response marker.
 
     ``entry_names`` label entries in error messages; ``on_responses(indices, responses, new_tokens)`` sees
-    each batch as it finishes (for saving partial work); ``decoding`` goes to :func:`generate_tokens`.
+    each batch as it finishes (for saving partial work); ``decoding`` goes to :func:`generate_tokens`. A
+    ``recipe`` ``book`` run is prompted as the book's chapter 7 does: with the instruction and input alone
+    (``format_input``), the model writing the response marker itself, which is then removed from its text.
     """
-    prompts = [encode(tokenizer, format_prompt(entry, style)) for entry in entries]
+    book = recipe == "book" and not is_chat_style(style)
+    prompts = [encode(tokenizer, (format_instruction if book else format_prompt)(entry, style)) for entry in entries]
     names = entry_names or [f"entry {i}" for i in range(len(entries))]
+    marker = response_marker(style)
 
     def respond(new_tokens: list[int]) -> str:
+        if book:  # the book's generated_text[len(input_text):].replace("### Response:", "").strip()
+            return tokenizer.decode(new_tokens).replace(marker, "").strip()
         # The prompt ends with the marker; an instruction that quotes the marker must not confuse extraction.
-        return extract_response(RESPONSE_MARKERS[style] + tokenizer.decode(new_tokens), style)
+        # A chat style's response ends at its stop string (<|im_end|> ...), which extraction cuts off.
+        return extract_response(marker + tokenizer.decode(new_tokens), style)
 
     def report(indices: list[int], tokens: list[list[int]]) -> None:
         on_responses(indices, [respond(t) for t in tokens], tokens)
 
-    tokens = generate_tokens(model, prompts, on_batch=report if on_responses else None, prompt_names=names, **decoding)
+    tokens = generate_tokens(
+        model,
+        prompts,
+        on_batch=report if on_responses else None,
+        prompt_names=names,
+        stop=stop_at_string(tokenizer, style),
+        **decoding,
+    )
     return [respond(t) for t in tokens]
+
+
+def stop_at_string(tokenizer, style: str) -> Callable[[list[int]], bool] | None:
+    """For a chat style, whether new tokens end in its stop string (``<|im_end|>`` ...): GPT-2 has no such
+    token, so the text of the last few tokens is checked; None for styles that end at end-of-text alone."""
+    text = stop_string(style)
+    if text is None:
+        return None
+    window = len(encode(tokenizer, text)) + 2  # a stop string merged with the tokens around it still fits
+
+    def ends_in_stop(new_tokens: list[int]) -> bool:
+        return text in tokenizer.decode(new_tokens[-window:])
+
+    return ends_in_stop
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -304,9 +342,10 @@ def generate_file(
     torch_device = pick_device(device)
     if run is not None:
         model, run_config = load_run_model(run, checkpoint, device=torch_device)
-        if style is not None and style != run_config["style"]:
+        if style is not None and resolve_style(style) != run_config["style"]:
             raise UserError(f"{run}: the run was trained with style {run_config['style']!r}, not {style!r}")
         style = run_config["style"]
+        check_style_unchanged(style, run_config.get("style_sha256"), str(run))
         if data is None:
             data, columns = run_config["data"], columns or run_config.get("data_columns")
         source = {
@@ -322,7 +361,7 @@ def generate_file(
         from trainer.weights import load_pretrained
 
         model, run_config = load_pretrained(weights, device=torch_device), None
-        style = style or "alpaca"
+        style = resolve_style(style or "alpaca")
         name = Path(weights).name
         source = {"run": None, "name": name, "model_name": name, "checkpoint": None, "weights": str(weights)}
     data = resolve_source(data)
@@ -386,6 +425,7 @@ def generate_file(
             top_p=top_p,
             seed=seed,
             batch_size=batch_size,
+            recipe=run_config.get("recipe", "default") if run_config else "default",
         )
     output.finish()
     print(f"wrote {len(selected)} responses ({len(todo)} new) under {response_key!r} to {output.path}", file=sys.stderr)
@@ -529,7 +569,9 @@ def add_cli(subparsers) -> None:
         help="pretrained model instead of a run: gpt2, gpt2-medium, ... or a folder in the Hugging Face layout",
     )
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best")
-    parser.add_argument("--style", choices=STYLES, help="prompt style (default: the run's; alpaca with --weights)")
+    parser.add_argument(
+        "--style", help=f"prompt style: {', '.join(STYLES)} or jinja:FILE (default: the run's; alpaca with --weights)"
+    )
     parser.add_argument("--data", help=f"instruction data (default: the run's data): {FORMATS_HELP}")
     parser.add_argument("--columns", help=f"{COLUMNS_HELP} (default: the run's with its data)")
     parser.add_argument("--split", choices=SPLITS, default="test")

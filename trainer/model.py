@@ -8,7 +8,7 @@ kernel for the device, and an optional key/value cache lets generation decode on
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
@@ -26,13 +26,19 @@ class GPTConfig:
     n_layers: int = 12
     drop_rate: float = 0.0
     qkv_bias: bool = True
+    tied_head: bool = True  # GPT-2's own layout; the book's chapter 7 model has an untied output head
 
     @property
     def head_dim(self) -> int:
         return self.emb_dim // self.n_heads
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The config as JSON; ``tied_head`` only when untied, so that files written before it existed (and
+        the run identities compared on resume) read the same."""
+        data = asdict(self)
+        if self.tied_head:
+            del data["tied_head"]
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> GPTConfig:
@@ -140,7 +146,7 @@ class Block(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-TIED_HEAD = "lm_head.weight"  # the same tensor as wte.weight, as in GPT-2: files store it once
+TIED_HEAD = "lm_head.weight"  # the same tensor as wte.weight, as in GPT-2: files store it once (unless untied)
 
 
 class GPT(nn.Module):
@@ -155,7 +161,8 @@ class GPT(nn.Module):
         self.h = nn.ModuleList(Block(config, i) for i in range(config.n_layers))
         self.ln_f = nn.LayerNorm(config.emb_dim, eps=1e-5)
         self.lm_head = nn.Linear(config.emb_dim, config.vocab_size, bias=False)
-        self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
+        if config.tied_head:
+            self.lm_head.weight = self.wte.weight  # tied, as in GPT-2
         self.apply(self._init_weights)
         # GPT-2 scales the residual projections by depth so the residual stream does not grow with layers.
         for name, param in self.named_parameters():
@@ -171,22 +178,35 @@ class GPT(nn.Module):
 
     @staticmethod
     def stored_shapes(config: GPTConfig) -> dict[str, tuple[int, ...]]:
-        """Name and shape of every tensor a weights file holds for ``config`` (all but the tied head)."""
+        """Name and shape of every tensor a weights file holds for ``config`` (all but a tied head)."""
         with torch.device("meta"):
             model = GPT(config)
-        return {name: tuple(p.shape) for name, p in model.state_dict().items() if name != TIED_HEAD}
+        return {
+            name: tuple(p.shape) for name, p in model.state_dict().items() if name != TIED_HEAD or not config.tied_head
+        }
 
     @classmethod
     def from_tensors(cls, config: GPTConfig, tensors: dict[str, torch.Tensor]) -> GPT:
         """The model made of ``tensors`` (named as :meth:`stored_shapes`), skipping the random initialisation."""
         with torch.device("meta"):
             model = cls(config)
+        if not config.tied_head:
+            model.load_state_dict(tensors, strict=True, assign=True)
+            return model
         model.load_state_dict({**tensors, TIED_HEAD: tensors["wte.weight"]}, strict=True, assign=True)
         model.lm_head.weight = model.wte.weight  # assign=True replaced wte's Parameter; tie the head to it again
         return model
 
+    def untie_head(self) -> GPT:
+        """Give the output head its own copy of the token embedding, as the book's ``load_weights_into_gpt``
+        does (its ``GPTModel`` has a separate ``out_head``): 38.6M more trainable parameters for GPT-2 124M."""
+        if self.config.tied_head:
+            self.lm_head.weight = nn.Parameter(self.wte.weight.detach().clone())
+            self.config = replace(self.config, tied_head=False)
+        return self
+
     def num_parameters(self) -> int:
-        """Parameter count with the tied head counted once (124M for ``gpt2``)."""
+        """Parameter count with a tied head counted once (124M for ``gpt2``; 163M untied)."""
         return sum(p.numel() for p in self.parameters())
 
     def forward(

@@ -38,7 +38,9 @@ from trainer.data import (
     check_style,
     collate,
     load_entries,
+    resolve_style,
     split_entries,
+    style_sha256,
 )
 from trainer.distributed import (
     Distributed,
@@ -76,13 +78,18 @@ RESUME_IDENTITY = (
     "weights",
     "lora",
     "style",
+    "style_sha256",
     "data_sha256",
     "data_columns",
     "mask_prompt",
     "seed",
     "split",
+    "recipe",
 )
 TRAIN_IDENTITY = ("lr", "weight_decay", "max_length")  # and the global batch, checked on its own
+# ``default`` is this trainer's; ``book`` reproduces chapter 7 as printed (docs/recipe-book.md lists the differences).
+RECIPES = ("default", "book")
+GRAD_CLIP = {"default": 1.0, "book": None}  # the book's train_model_simple does not clip
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -170,29 +177,46 @@ def _check_global_batch(config_file: Path, old: dict, new: dict) -> None:
 
 
 def _write_plot(
-    run_dir: Path, history: list[dict], hook: StepHook | None = None, hook_rows: Sequence[dict] = (), steps_per_epoch=1
+    run_dir: Path,
+    history: list[dict],
+    hook: StepHook | None = None,
+    hook_rows: Sequence[dict] = (),
+    steps_per_epoch=1,
+    book_epochs: int | None = None,
 ) -> None:
     """``loss.png``: train and validation loss against epochs, tokens seen on a second x axis; a step hook's
-    rows (judge scores) on a second y axis."""
+    rows (judge scores) on a second y axis.
+
+    With ``book_epochs`` it is the book's ``plot_losses`` (ch07 previous_chapters.py): its size and labels,
+    whole epochs on the axis, evaluations spread evenly over ``torch.linspace(0, epochs, n)``, and a copy
+    as ``loss-plot.pdf``, the file name it writes."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
-    epochs = [row["epoch"] for row in history]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    ax.plot(epochs, [row["train_loss"] for row in history], label="training loss")
-    ax.plot(epochs, [row["val_loss"] for row in history], linestyle="-.", label="validation loss")
-    ax.set_xlabel("epochs")
-    ax.set_ylabel("loss")
+    book = book_epochs is not None
+    labels = ("Training loss", "Validation loss", "Epochs", "Loss", "Tokens seen")
+    train_label, val_label, x_label, y_label, top_label = labels if book else (label.lower() for label in labels)
+    epochs = torch.linspace(0, book_epochs, len(history)).tolist() if book else [row["epoch"] for row in history]
+    fig, ax = plt.subplots(figsize=(5, 3) if book else (6, 4))
+    ax.plot(epochs, [row["train_loss"] for row in history], label=train_label)
+    ax.plot(epochs, [row["val_loss"] for row in history], linestyle="-.", label=val_label)
+    ax.set_xlabel(x_label)
+    ax.set_ylabel(y_label)
     ax.legend(loc="upper right")
     if hook is not None and hook_rows:
         hook.plot(ax.twinx(), [row["step"] / steps_per_epoch for row in hook_rows], list(hook_rows))
+    if book:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     top = ax.twiny()  # same curve against tokens seen, drawn invisibly so the two axes line up
     top.plot([row["tokens_seen"] for row in history], [row["train_loss"] for row in history], alpha=0)
-    top.set_xlabel("tokens seen")
+    top.set_xlabel(top_label)
     fig.tight_layout()
     fig.savefig(run_dir / "loss.png", dpi=100)
+    if book:
+        fig.savefig(run_dir / "loss-plot.pdf")
     plt.close(fig)
 
 
@@ -216,6 +240,7 @@ def _prepare_run(run_dir: Path, run_config: dict, resume: bool) -> dict | None:
     if not existing.exists():
         return None  # nothing to resume yet: start fresh (a crash before the first checkpoint)
     old = ckpt.read_run_config(run_dir)
+    old = {"recipe": "default", "style_sha256": None, **old}  # what runs made before these keys existed used
     changed = [key for key in RESUME_IDENTITY if old.get(key) != run_config[key]]
     changed += [f"train.{key}" for key in TRAIN_IDENTITY if old["train"].get(key) != run_config["train"][key]]
     if changed:
@@ -287,7 +312,7 @@ def finetune(
     eval_every: int = 5,
     eval_batches: int | None = 5,
     grad_accum: int = 1,
-    grad_clip: float | None = 1.0,
+    grad_clip: float | None = None,
     bf16: bool = False,
     fsdp: bool = False,
     device: str = "auto",
@@ -300,6 +325,7 @@ def finetune(
     log_to: Sequence[str] = (),
     log_dir: str | os.PathLike | None = None,
     hook: StepHook | None = None,
+    recipe: str | None = None,
 ) -> dict:
     """Fine-tune ``model`` on the instruction file ``data`` into the run folder ``out``; return a summary.
 
@@ -314,10 +340,21 @@ def finetune(
     and writes rows beside the losses (``trainer.hooks``; the workbench's judge during training).
     ``lora`` trains low-rank adapters on the frozen model instead of all its weights (``trainer.lora``);
     checkpoints then hold the adapter alone.
+
+    ``recipe`` ``book`` reproduces the book's chapter 7 (docs/recipe-book.md): an untied output head started
+    from the token embedding, no gradient clipping, the Phi-3 marker with its colon, masking that keeps the
+    response marker in the loss, and the book's evaluation steps and plot. None: the resumed run's recipe, else
+    ``default``. ``grad_clip`` None is the recipe's (1.0, or off for the book), 0 is off.
     """
     _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_every, eval_batches, grad_accum)
+    recipe = _resolve_recipe(recipe, Path(out), resume)
+    book = recipe == "book"
+    style = "phi3-book" if book and style == "phi3" else resolve_style(style)
+    grad_clip = GRAD_CLIP[recipe] if grad_clip is None else (grad_clip or None)
     log_to = require_backends(log_to)
     dist_info, torch_device = Distributed.from_environment(pick_device(device))
+    if book and lora is not None:
+        raise UserError("--recipe book reproduces the book's full fine-tuning; --lora-rank is not part of it")
     if fsdp and lora is not None:
         raise UserError("--fsdp with --lora-rank is not supported: LoRA keeps the frozen base whole; train under DDP")
     if fsdp and dist_info.world_size == 1:
@@ -330,10 +367,14 @@ def finetune(
         _check_run_folder(run_dir)
     torch.manual_seed(seed)
     network, weights_source = _build_model(model, weights, torch_device)
+    if book:
+        network.untie_head()
     if lora is not None:
         add_adapters(network, lora)
     max_length = max_length or network.config.context_length
-    train_set, val_set = (InstructionDataset(part, tokenizer, style) for part in (split.train, split.val))
+    train_set, val_set = (
+        InstructionDataset(part, tokenizer, style, loss_on_marker=book) for part in (split.train, split.val)
+    )
     global_batch = batch_size * grad_accum * dist_info.world_size
     hp = {"batch_size": batch_size, "grad_accum": grad_accum, "global_batch": global_batch}
     steps_per_epoch = len(_step_batches(len(train_set), hp, seed, 0, dist_info))
@@ -350,10 +391,12 @@ def finetune(
         "weights": weights_source,
         "lora": None if lora is None else lora.to_dict(),
         "style": style,
+        "style_sha256": style_sha256(style),
         "data": data_source,
         "data_sha256": data_sha256(data_source, entries),
         "data_columns": dict(columns) if columns else None,
         "mask_prompt": mask_prompt,
+        "recipe": recipe,
         "seed": seed,
         "split": {
             "train": len(split.train),
@@ -486,6 +529,16 @@ def _check_settings(style, epochs, max_steps, batch_size, lr, patience, eval_eve
             raise UserError(f"{label} must be at least 1, got {value}")
     if lr <= 0:
         raise UserError(f"learning rate must be positive, got {lr}")
+
+
+def _resolve_recipe(recipe: str | None, run_dir: Path, resume: bool) -> str:
+    """The recipe asked for; without one, a resumed run keeps the recipe it was made with."""
+    if recipe is None:
+        existing = run_dir / ckpt.CONFIG_FILE
+        recipe = ckpt.read_run_config(run_dir).get("recipe", "default") if resume and existing.exists() else "default"
+    if recipe not in RECIPES:
+        raise UserError(f"unknown recipe {recipe!r}; choose one of {', '.join(RECIPES)}")
+    return recipe
 
 
 def _restore_weights(run_dir: Path, run_config: dict, network: GPT, device: torch.device) -> dict:
@@ -679,8 +732,11 @@ class _Loop:
         stopped_early = False
         for row in [*state.history, *self.hook_rows]:  # a resumed run: the rows it kept, then the new ones
             self._track(row)
-        if state.step == 0 and not state.history:
-            stopped_early = self._evaluate()  # the untrained baseline, so the curve starts at step 0
+        # The book evaluates after steps 1, 6, 11, ... (its step counter starts at 0 after the first update) and
+        # not before training; this trainer at steps 0, 5, 10, ..., the untrained baseline starting the curve.
+        offset = 1 if self.config["recipe"] == "book" else 0
+        if state.step == 0 and not state.history and not offset:
+            stopped_early = self._evaluate()
             if self.hook is not None:
                 self._submit_weights()
         bar = tqdm(
@@ -705,7 +761,7 @@ class _Loop:
                     if self.hook is not None and state.step % self.hook.every == 0:
                         self._submit_weights()
                     self._collect(wait=False)
-                    if state.step % hp["eval_every"] == 0 or state.step == self.total_steps:
+                    if (state.step - offset) % hp["eval_every"] == 0 or state.step == self.total_steps:
                         stopped_early = self._evaluate()
                         if stopped_early or state.step == self.total_steps:
                             break
@@ -722,7 +778,8 @@ class _Loop:
         self._collect(wait=True)
         elapsed = time.perf_counter() - started
         if self.dist.is_main:
-            _write_plot(self.run_dir, state.history, self.hook, self.hook_rows, self.steps_per_epoch)
+            book_epochs = hp["epochs"] if offset else None
+            _write_plot(self.run_dir, state.history, self.hook, self.hook_rows, self.steps_per_epoch, book_epochs)
         _, trainable, total = trainable_line(self.network)
         summary = {
             "run_dir": str(self.run_dir),
@@ -764,7 +821,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help=f"instruction data: {FORMATS_HELP}")
     parser.add_argument("--columns", help=COLUMNS_HELP)
     parser.add_argument("--out", required=True, help="run folder to write (or to continue with --resume)")
-    parser.add_argument("--style", choices=STYLES, default="alpaca", help="prompt style")
+    parser.add_argument("--style", default="alpaca", help=f"prompt style: {', '.join(STYLES)}, or jinja:FILE")
     parser.add_argument("--model", required=True, choices=tuple(CONFIGS), help="model shape")
     parser.add_argument(
         "--weights",
@@ -782,7 +839,7 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--eval-every", type=int, default=5, help="evaluate every N steps")
     parser.add_argument("--eval-batches", type=int, default=5, help="batches per evaluation (0: all)")
     parser.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
-    parser.add_argument("--grad-clip", type=float, default=1.0, help="max gradient norm (0: off)")
+    parser.add_argument("--grad-clip", type=float, help="max gradient norm (0: off; default 1.0, off for the book)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast")
     parser.add_argument(
         "--fsdp",
@@ -798,6 +855,11 @@ def add_finetune_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lora-alpha", type=float, help="LoRA scale numerator: updates scale by alpha/rank (2 x rank)")
     parser.add_argument("--lora-targets", help=f"comma-separated layers to adapt (default: {','.join(TARGETS)})")
     parser.add_argument("--lora-dropout", type=float, help="dropout on the adapters' input (default 0)")
+    parser.add_argument(
+        "--recipe",
+        choices=RECIPES,
+        help="'book': chapter 7 as printed, see docs/recipe-book.md (default: 'default', or the resumed run's)",
+    )
     add_cli_options(parser, log_dir_default="the run folder")
 
 
@@ -822,7 +884,7 @@ def finetune_arguments(args: argparse.Namespace) -> dict:
         eval_every=args.eval_every,
         eval_batches=args.eval_batches or None,
         grad_accum=args.grad_accum,
-        grad_clip=args.grad_clip or None,
+        grad_clip=args.grad_clip,
         bf16=args.bf16,
         fsdp=args.fsdp,
         device=args.device,
@@ -833,6 +895,7 @@ def finetune_arguments(args: argparse.Namespace) -> dict:
         lora=LoraSettings.from_options(args.lora_rank, args.lora_alpha, args.lora_targets, args.lora_dropout),
         log_to=args.log_to,
         log_dir=args.log_dir,
+        recipe=args.recipe,
     )
 
 

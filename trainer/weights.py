@@ -24,15 +24,16 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 # Conv1D weights: stored [in, out] by Hugging Face, [out, in] by nn.Linear.
 TRANSPOSED = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
-# Tensors some exports carry that hold no learned weights (causal-mask buffers) or repeat one (the tied head).
-IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias", TIED_HEAD)
+# Tensors some exports carry that hold no learned weights (causal-mask buffers); a tied head repeats wte.
+IGNORED_SUFFIXES = (".attn.bias", ".attn.masked_bias")
 
 
 def load_pretrained(name_or_dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> GPT:
     """GPT-2 from a local folder in the Hugging Face layout, or by model name (downloaded when online)."""
     folder = _resolve_folder(name_or_dir)
     config = read_config(folder)
-    state = _to_our_names(_read_tensors(folder), GPT.stored_shapes(config), folder / WEIGHTS_FILE)
+    ignored = IGNORED_SUFFIXES + ((TIED_HEAD,) if config.tied_head else ())
+    state = _to_our_names(_read_tensors(folder), GPT.stored_shapes(config), folder / WEIGHTS_FILE, ignored)
     return GPT.from_tensors(config, state).to(device).eval()
 
 
@@ -45,7 +46,7 @@ def save_hf_checkpoint(model: GPT, folder: str | os.PathLike, *, dtype: torch.dt
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {}
     for name, tensor in model.state_dict().items():
-        if name == TIED_HEAD:
+        if name == TIED_HEAD and config.tied_head:
             continue  # tied to wte, as in the original files
         tensor = tensor.detach().to("cpu", dtype)
         tensors[name] = (tensor.t() if name.endswith(TRANSPOSED) else tensor).contiguous()
@@ -71,7 +72,7 @@ def _hf_config(config: GPTConfig, dtype: torch.dtype) -> dict:
         "attn_pdrop": config.drop_rate,
         "bos_token_id": 50256,
         "eos_token_id": 50256,
-        "tie_word_embeddings": True,
+        "tie_word_embeddings": config.tied_head,
         "torch_dtype": str(dtype).removeprefix("torch."),
     }
 
@@ -136,6 +137,7 @@ def read_config(folder: Path) -> GPTConfig:
             n_heads=int(data["n_head"]),
             n_layers=int(data["n_layer"]),
             drop_rate=0.0,
+            tied_head=bool(data.get("tie_word_embeddings", True)),  # transformers' default is tied
         )
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
@@ -156,13 +158,13 @@ def _read_tensors(folder: Path) -> dict[str, torch.Tensor]:
 
 
 def _to_our_names(
-    tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: Path
+    tensors: dict[str, torch.Tensor], expected: dict[str, tuple[int, ...]], path: Path, ignored: tuple[str, ...]
 ) -> dict[str, torch.Tensor]:
-    """Rename, transpose and check every tensor against the shapes the config implies."""
+    """Rename, transpose and check every tensor against the shapes the config implies; skip the ``ignored``."""
     state = {}
     for name, tensor in tensors.items():
         name = name.removeprefix("transformer.")
-        if name.endswith(IGNORED_SUFFIXES):
+        if name.endswith(ignored):
             continue
         if name not in expected:
             raise UserError(f"{path}: unexpected tensor {name!r} (not a GPT-2 model?)")

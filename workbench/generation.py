@@ -2,8 +2,9 @@
 
 Any model a server offers (llama.cpp, vLLM, Ollama, LM Studio, a hosted API; or this project's own run
 exported to GGUF) answers the items of a stored data set, so it can be reviewed and judged beside the others.
-Prompt styles ``alpaca`` and ``phi3`` send this project's own prompt as a plain completion (``/v1/completions``):
-the model sees exactly the text ``python -m trainer generate`` gives a run. ``chat`` sends the instruction (and
+Prompt styles ``alpaca``, ``phi3`` and the trainer's other styles (``chatml`` ...) send this project's own prompt
+as a plain completion (``/v1/completions``): the model sees exactly the text ``python -m trainer generate`` gives a
+run (a chat style's response is cut at its stop string). ``chat`` sends the instruction (and
 its input) as one user message through the server's chat template, for instruction-tuned models.
 
 Every response is committed as it arrives, so a rerun asks only for the items still without one and a kill -9
@@ -23,7 +24,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack, closing
 from pathlib import Path
 
-from trainer.data import STYLES, format_prompt
+from trainer.data import STYLES, format_prompt, stop_string, user_message
 from trainer.errors import UserError
 from workbench import store
 from workbench.backends import (
@@ -39,11 +40,6 @@ from workbench.backends.pool import Asker, print_batch_outcome, run_pool
 PROMPT_STYLES = (*STYLES, "chat")
 DEFAULT_MAX_TOKENS = 256
 DEFAULT_SEED = 123
-
-
-def chat_message(item: dict) -> str:
-    """The user turn of the ``chat`` style: the instruction, then the input when there is one."""
-    return item["instruction"] + (f"\n\n{item['input']}" if item["input"] else "")
 
 
 def _items_to_answer(db, dataset: str, split: str | None) -> list[dict]:
@@ -124,15 +120,17 @@ def run_generate(
         work = [item for item in items if item["id"] not in stored]
         model_id = store.get_or_create_model(db, name) if work else None
         ask = Asker(retries, backoff_s)
+        stop = None if prompt_style == "chat" else stop_string(prompt_style)
 
         def request(server: Backend, unit: dict) -> str:
             if prompt_style == "chat":
-                message = {"role": "user", "content": chat_message(unit)}
+                message = {"role": "user", "content": user_message(unit)}
                 return server.chat(
                     served.id, [message], schema=None, seed=seed, temperature=temperature, max_tokens=max_tokens
                 )
             prompt = format_prompt(unit, prompt_style)
-            return server.complete(served.id, prompt, seed=seed, temperature=temperature, max_tokens=max_tokens)
+            text = server.complete(served.id, prompt, seed=seed, temperature=temperature, max_tokens=max_tokens)
+            return text.partition(stop)[0] if stop else text  # a chat style's turn ends at its stop string
 
         def task(server: Backend, unit: dict) -> dict:
             answer = ask(server, lambda s, _: request(s, unit), [], lambda text: (text.strip(),))

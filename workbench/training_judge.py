@@ -150,6 +150,7 @@ class JudgeDuringTraining:
             on_responses=lambda indices, texts, _: output.add(dict(zip(indices, texts, strict=True))),
             max_new_tokens=self.decoding["max_new_tokens"],
             batch_size=self.decoding["batch_size"],
+            recipe=self.context.run_config.get("recipe", "default"),
         )
         output.finish()
         self.generation_seconds += time.perf_counter() - started

@@ -11,6 +11,7 @@ import torch
 
 from trainer.cli import main as trainer_main
 from trainer.data import (
+    STYLES,
     InstructionDataset,
     collate,
     extract_response,
@@ -41,7 +42,7 @@ def test_phi3_format_exact_strings():
     assert format_example(WITHOUT_INPUT, "phi3") == "<|user|>\nName a prime number.\n<|assistant|>\nSeven."
 
 
-@pytest.mark.parametrize("style", ["alpaca", "phi3"])
+@pytest.mark.parametrize("style", STYLES)
 def test_extract_response_round_trip(style):
     generated = format_example(WITH_INPUT, style)
     assert extract_response(generated, style) == "mice"
@@ -49,8 +50,8 @@ def test_extract_response_round_trip(style):
 
 
 def test_unknown_style_is_a_user_error():
-    with pytest.raises(UserError, match="unknown prompt style 'chatml'"):
-        format_prompt(WITH_INPUT, "chatml")
+    with pytest.raises(UserError, match="unknown prompt style 'chatgpt'"):
+        format_prompt(WITH_INPUT, "chatgpt")
 
 
 def test_book_split_sizes_in_file_order(shared_dir):
@@ -84,7 +85,8 @@ def test_split_with_an_empty_part_is_refused():
         split_entries(entries)
 
 
-BATCH = [([1, 2, 3, 4, 5], 3), ([6, 7], 1), ([8, 9, 10], 2)]  # (token ids, prompt length)
+# (token ids, which are response): prompts of 3, 1 and 2 tokens
+BATCH = [([1, 2, 3, 4, 5], [False] * 3 + [True] * 2), ([6, 7], [False, True]), ([8, 9, 10], [False] * 2 + [True])]
 
 
 def test_collate_pads_adds_end_of_text_and_ignores_extra_padding():
@@ -105,7 +107,9 @@ def test_prompt_tokens_are_a_prefix_of_the_example_tokens(sample_data, tokenizer
     """Prompt masking counts prompt tokens separately; that is only right if they tokenize the same."""
     entries = load_entries(sample_data)
     dataset = InstructionDataset(entries, tokenizer, style)
-    for entry, (ids, prompt_length) in zip(entries, dataset.examples, strict=True):
+    for entry, (ids, trained) in zip(entries, dataset.examples, strict=True):
+        prompt_length = trained.index(True)
+        assert all(trained[prompt_length:])
         assert tokenizer.decode(ids[:prompt_length]) == format_prompt(entry, style)
         assert tokenizer.decode(ids[prompt_length:]) == "\n" + entry["output"]
 

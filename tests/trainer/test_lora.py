@@ -162,6 +162,10 @@ BAD_FLAGS = {
     ),
     "alpha alone": (["--lora-alpha", "16"], "error: --lora-alpha needs --lora-rank"),
     "dropout 1": (["--lora-rank", "4", "--lora-dropout", "1"], "error: --lora-dropout must be in [0, 1), got 1.0"),
+    "with the book's recipe": (
+        ["--lora-rank", "4", "--recipe", "book"],
+        "error: --recipe book reproduces the book's full fine-tuning; --lora-rank is not part of it",
+    ),
     "with fsdp": (
         ["--lora-rank", "4", "--fsdp"],
         "error: --fsdp with --lora-rank is not supported: LoRA keeps the frozen base whole; train under DDP",
