@@ -120,6 +120,20 @@ def format_instruction(entry: dict, style: str) -> str:
     return f"<|user|>\n{instruction}{input_section}"
 
 
+def check_turns(entries: Sequence[dict], style: str, where: str) -> None:
+    """Refuse multi-turn conversations (chat files) in a completion style: its prompt holds one instruction,
+    and training or answering on the last exchange alone would drop the conversation before it."""
+    if is_chat_style(style):
+        return
+    for index, entry in enumerate(entries):
+        turns = sum(message.get("role") == "user" for message in entry.get("messages", ()))
+        if turns > 1:
+            raise UserError(
+                f"{where}: entry {index}: a conversation of {turns} user turns needs a chat style "
+                f"(--style chatml, llama3, phi3-chat or jinja:FILE); style {style!r} holds one instruction"
+            )
+
+
 def format_prompt(entry: dict, style: str) -> str:
     """The prompt up to and including the response marker (what generation continues from); in a chat
     style, the conversation before its last assistant turn and the template's generation prompt."""

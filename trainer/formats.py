@@ -141,12 +141,13 @@ def chat_layout(record: Any) -> str | None:
 
 
 def chat_to_entry(where: str, record: dict, key: str, *, keep_system: bool = True) -> dict:
-    """A single-turn conversation as an entry: the user message is the instruction, the assistant reply the
-    output (absent when there is none: a prompt to answer), input empty. The conversation is kept under
-    ``messages`` ({role, content} items, ShareGPT's turned into OpenAI's) for chat templates, a system message
-    also under ``system``; other keys stay. Multi-turn conversations are refused by name: the Alpaca layout has
-    one instruction and one output, and silently training on the last pair alone would drop the context.
-    ``keep_system=False`` (the workbench, whose items have no place for it) refuses a system message instead."""
+    """A conversation as an entry: the last user message is the instruction, the assistant's reply to it the
+    output (absent when there is none: a prompt to answer), input empty. The whole conversation is kept under
+    ``messages`` ({role, content} items, ShareGPT's turned into OpenAI's) for chat templates, which train on
+    every assistant turn; a system message also under ``system``; other keys stay. Completion styles (alpaca,
+    phi3) refuse multi-turn entries (``trainer.data.check_turns``): training on the last pair alone would drop
+    the context. ``keep_system=False`` (the workbench, whose items hold one instruction and one output) refuses
+    a system message and earlier turns instead."""
     role_key, text_key = CHAT_LAYOUTS[key]
     turns = record[key]
     if not isinstance(turns, list) or not turns:
@@ -168,15 +169,22 @@ def chat_to_entry(where: str, record: dict, key: str, *, keep_system: bool = Tru
     roles = [message["role"] for message in messages]
     system = messages[0]["content"] if roles[0] == "system" else None
     dialogue = roles[1:] if system is not None else roles
-    if dialogue not in (["user"], ["user", "assistant"]):
+    alternating = [("user", "assistant")[index % 2] for index in range(len(dialogue))]
+    if not dialogue or dialogue != alternating:
         raise UserError(
-            f"{where}: a conversation of roles {', '.join(roles)}; only single-turn ones are read (an optional "
-            "system message, one user message, then at most one assistant reply)"
+            f"{where}: a conversation of roles {', '.join(roles)}; expected an optional system message, then user "
+            "and assistant turns in turn, starting with the user"
+        )
+    if len(dialogue) > 2 and not keep_system:
+        raise UserError(
+            f"{where}: a conversation of {len(dialogue)} turns; the store's items hold one instruction and one "
+            "reply (train on it with a chat --style instead)"
         )
     if system is not None and not keep_system:
         raise UserError(f"{where}: a system message has no place in the store's items (instruction, input, output)")
     entry = {name: value for name, value in record.items() if name != key}
-    entry.update(instruction=messages[-len(dialogue)]["content"], input="")
+    last_user = len(roles) - 1 - roles[::-1].index("user")
+    entry.update(instruction=messages[last_user]["content"], input="")
     if dialogue[-1] == "assistant":
         entry["output"] = messages[-1]["content"]
     if keep_system:

@@ -26,6 +26,7 @@ from trainer.cpu_layout import lay_out_for_streaming
 from trainer.data import (
     STYLES,
     check_style_unchanged,
+    check_turns,
     encode,
     extract_response,
     format_instruction,
@@ -366,6 +367,7 @@ def generate_file(
         source = {"run": None, "name": name, "model_name": name, "checkpoint": None, "weights": str(weights)}
     data = resolve_source(data)
     entries = load_entries(data, columns)
+    check_turns(entries, style, data)
     data_sha256 = source_sha256(data, entries)
     file_indices = _select_split(entries, data, data_sha256, split, run, run_config)
     if shard is not None:

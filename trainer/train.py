@@ -36,6 +36,7 @@ from trainer.data import (
     STYLES,
     InstructionDataset,
     check_style,
+    check_turns,
     collate,
     load_entries,
     resolve_style,
@@ -361,6 +362,7 @@ def finetune(
         raise UserError("--fsdp shards the model across processes: launch it with torchrun and 2 or more processes")
     data_source, run_dir = resolve_source(data), Path(out).resolve()
     entries = load_entries(data_source, columns)
+    check_turns(entries, style, data_source)
     split = split_entries(entries, seed=shuffle_seed)
     tokenizer = get_tokenizer(tokenizer_file)
     if dist_info.is_main:

@@ -224,3 +224,27 @@ def test_a_chat_file_trains_on_its_reply_with_the_system_message_in_the_prompt(t
         "<|im_start|>assistant\n"
     )
     assert assistant_targets(tokenizer, "chatml", entry) == ["Paris.<|im_end|>\n<|endoftext|>"]
+
+
+def test_a_multi_turn_chat_file_trains_on_every_assistant_turn_in_a_chat_style(tmp_path, tokenizer, capsys):
+    """Loaded whole, a multi-turn record trains on each reply in a chat style; a completion style, which holds
+    one instruction, refuses it by entry rather than train on the last exchange alone."""
+    from trainer.cli import main as trainer_main
+    from trainer.data import load_entries
+
+    path = tmp_path / "chat.jsonl"
+    path.write_text(json.dumps(CONVERSATION) + "\n")
+    (entry,) = load_entries(path)
+    assert entry["messages"] == CONVERSATION["messages"]
+    assert entry["instruction"] == CONVERSATION["messages"][-2]["content"]
+    assert entry["output"] == CONVERSATION["messages"][-1]["content"]
+    replies = [turn["content"] for turn in CONVERSATION["messages"] if turn["role"] == "assistant"]
+    assert [text.split("<|im_end|>")[0] for text in assistant_targets(tokenizer, "chatml", entry)] == replies
+
+    command = ["finetune", "--data", str(path), "--out", str(tmp_path / "run"), "--model", "tiny"]
+    assert trainer_main(command) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: entry 0: a conversation of 2 user turns needs a chat style (--style chatml, llama3, "
+        "phi3-chat or jinja:FILE); style 'alpaca' holds one instruction\n"
+    )
+    assert not (tmp_path / "run").exists()

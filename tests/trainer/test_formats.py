@@ -206,8 +206,13 @@ def test_a_system_message_is_kept_not_dropped(tmp_path):
     [
         (
             {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}] * 2},
-            "entry 0: a conversation of roles user, assistant, user, assistant; only single-turn ones are read "
-            "(an optional system message, one user message, then at most one assistant reply)",
+            "entry 0: a conversation of 2 user turns needs a chat style (--style chatml, llama3, phi3-chat or "
+            "jinja:FILE); style 'alpaca' holds one instruction",
+        ),
+        (
+            {"messages": [{"role": "assistant", "content": "b"}, {"role": "user", "content": "a"}]},
+            "entry 0: a conversation of roles assistant, user; expected an optional system message, then user and "
+            "assistant turns in turn, starting with the user",
         ),
         (
             {"messages": [{"role": "tool", "content": "a"}]},

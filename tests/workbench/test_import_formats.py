@@ -97,8 +97,8 @@ USER, ASSISTANT = {"role": "user", "content": "a"}, {"role": "assistant", "conte
         ),
         (
             lambda p: _chat_jsonl(p / "d.jsonl", [USER, ASSISTANT, USER]),
-            "{path}: entry 0: a conversation of roles user, assistant, user; only single-turn ones are read "
-            "(an optional system message, one user message, then at most one assistant reply)",
+            "{path}: entry 0: a conversation of 3 turns; the store's items hold one instruction and one reply "
+            "(train on it with a chat --style instead)",
         ),
         (
             lambda p: Path(write_entries(ENTRIES, p, "csv")),
