@@ -22,10 +22,15 @@ class HelpParser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = HelpParser(prog="python -m trainer", description=__doc__)
     subparsers = parser.add_subparsers(dest="command", required=True)
-    from trainer import export, generate, lora, train  # they import torch: not needed by run_command's other users
+    from trainer import (  # they import torch: not needed by run_command's other users
+        export,
+        finetune_cli,
+        generate,
+        lora,
+    )
 
     # Each module adds its subcommand with ``add_cli(subparsers)`` and sets ``func`` to a handler taking the args.
-    for module in (train, generate, export, lora):
+    for module in (finetune_cli, generate, export, lora):
         module.add_cli(subparsers)
     return parser
 

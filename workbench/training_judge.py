@@ -36,10 +36,11 @@ from tqdm import tqdm
 
 from trainer.data import encode
 from trainer.errors import UserError
+from trainer.finetune_cli import add_finetune_arguments, finetune_arguments
 from trainer.generate import ResponseFile, generate_responses
 from trainer.hooks import RunContext
 from trainer.model import GPT, TIED_HEAD, GPTConfig
-from trainer.train import add_finetune_arguments, finetune, finetune_arguments
+from trainer.train import finetune
 from workbench import store
 from workbench.backends import add_server_arguments, check_request_options, connect, resolve_hosts, served_everywhere
 from workbench.importing import import_path
