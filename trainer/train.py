@@ -662,9 +662,9 @@ class _Loop:
     def _submit_weights(self) -> None:
         """Hand the hook this step's weights: gathered by every rank (a collective under FSDP), used by rank 0."""
         weights = full_weights(self.network)
-        if self.config["lora"]:  # the hook gets a plain GPT's weights, as from any run
-            weights = merged_tensors(weights, LoraSettings.from_dict(self.config["lora"]))
         if self.dist.is_main:
+            if self.config["lora"]:  # the hook gets a plain GPT's weights, as from any run
+                weights = merged_tensors(weights, LoraSettings.from_dict(self.config["lora"]))
             self.hook.submit(self.state.step, weights)
         self.hook_step = self.state.step
 

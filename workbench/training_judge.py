@@ -167,17 +167,28 @@ class JudgeDuringTraining:
 
     def plot(self, axes, epochs: list[float], rows: list[dict]) -> None:
         scored = [(epoch, row) for epoch, row in zip(epochs, rows, strict=True) if "judge_score" in row]
-        axes.plot([e for e, _ in scored], [row["judge_score"] for _, row in scored], "o-", color="tab:green")
-        axes.lines[-1].set_label(f"judge score ({SCORE_MIN}-{SCORE_MAX})")
+        score_label, win_label = f"judge score ({SCORE_MIN}-{SCORE_MAX})", "win rate vs step 0 (%)"
+        axes.plot(
+            [e for e, _ in scored], [row["judge_score"] for _, row in scored], "o-", c="tab:green", label=score_label
+        )
         won = [(epoch, row) for epoch, row in scored if "judge_win_rate" in row]
-        axes.plot([e for e, _ in won], [100 * row["judge_win_rate"] for _, row in won], "s--", color="tab:red")
-        axes.lines[-1].set_label("win rate vs step 0 (%)")
+        axes.plot(
+            [e for e, _ in won], [100 * row["judge_win_rate"] for _, row in won], "s--", c="tab:red", label=win_label
+        )
         axes.set_ylim(SCORE_MIN, SCORE_MAX)
         axes.set_ylabel("judge")
         axes.legend(loc="center right")
 
     def close(self) -> None:
+        """After a normal end the queue is empty; after a failure or Ctrl-C, steps not yet judged are dropped
+        (their answers are saved: ``--resume`` judges them) and only the judgement in progress finishes."""
         if self._worker is not None:
+            while True:
+                try:
+                    self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._queue.task_done()
             self._queue.put(None)
             self._worker.join()
             self._worker = None
