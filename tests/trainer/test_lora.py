@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 from tests.trainer.cli_errors import one_line_error
+from tests.trainer.test_train import kill_once_past, read_metrics
 from trainer.checkpoint import load_run_model
 from trainer.cli import main as trainer_main
 from trainer.lora import LoraSettings, add_adapters, load_base, load_lora_run, merge_run, trainable_line
@@ -27,11 +26,6 @@ LORA = LoraSettings(rank=8, alpha=16.0)
 QUICK = {"model": "tiny", "batch_size": 4, "eval_batches": 1, "lr": 1e-2, "device": "cpu", "progress": False}
 ADAPTER_FILES = {"adapter_model.safetensors", "adapter_config.json", "config.json"}
 TOKENS = torch.tensor([[15496, 11, 995, 0, 318, 257, 1332, 13], [40, 716, 257, 3303, 13, 50256, 50256, 50256]])
-
-
-def read_metrics(run_dir: Path) -> list[dict]:
-    path = run_dir / "metrics.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
 def files_of(folder: Path) -> set[str]:
@@ -248,13 +242,7 @@ def test_resume_of_a_lora_run_after_kill_9_continues_the_same_curve(tmp_path, sa
     process = subprocess.Popen(
         [sys.executable, *_finetune_command(sample_data, killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    deadline = time.monotonic() + 120
-    while not read_metrics(killed) or read_metrics(killed)[-1]["step"] < 4:
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_past(process, killed, step=4)
     assert read_metrics(killed)[-1]["step"] < 12  # really interrupted mid-run
     assert trainer_main(_finetune_command(sample_data, killed, "--resume")[2:]) == 0
     assert trainer_main(_finetune_command(sample_data, tmp_path / "reference")[2:]) == 0

@@ -26,6 +26,17 @@ from trainer.train import finetune, loss_on_batch
 QUICK = {"model": "tiny", "batch_size": 2, "eval_batches": 1, "lr": 1e-3, "device": "cpu", "progress": False}
 
 
+def kill_once_past(process: subprocess.Popen, run_dir: Path, step: int) -> None:
+    """SIGKILL a running fine-tune as soon as its metrics reach ``step``; it must not end by itself first."""
+    deadline = time.monotonic() + 120
+    while not read_metrics(run_dir) or read_metrics(run_dir)[-1]["step"] < step:
+        assert process.poll() is None, "the run ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+
+
 def read_metrics(run_dir) -> list[dict]:
     path = run_dir / "metrics.jsonl"
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
@@ -119,13 +130,7 @@ def test_resume_after_kill_9_continues_the_same_curve(tmp_path, sample_data):
         "cpu",
     ]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while not read_metrics(killed) or read_metrics(killed)[-1]["step"] < 4:
-        assert process.poll() is None, "the run ended before it could be killed"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    os.kill(process.pid, signal.SIGKILL)
-    process.wait()
+    kill_once_past(process, killed, step=4)
     assert read_metrics(killed)[-1]["step"] < 12  # really interrupted mid-run
 
     summary = finetune(data=sample_data, out=killed, resume=True, **settings)
