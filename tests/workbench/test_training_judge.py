@@ -179,3 +179,20 @@ def test_under_torchrun_rank_0_judges_and_the_others_train(tmp_path, sample_data
     for step, row in judged.items():
         assert row == pytest.approx(expected_row(run_dir, step))
     assert len(fake.chats) == 4 * 3 + 3 * 3 * 2  # each question asked once: scores, and pairs in both orders
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--judge-every", "0"], "error: --judge-every must be at least 1, got 0"),
+        (["--judge-items", "0"], "error: --judge-items must be at least 1, got 0"),
+        (["--backend", "openai"], "error: --backend openai needs the server's address: --base-url URL"),
+    ],
+)
+def test_bad_judge_options_are_one_line(tmp_path, sample_data, capsys, option, message):
+    run_dir = tmp_path / "run"
+    command = [*TRAIN, "--data", str(sample_data), "--out", str(run_dir), *JUDGE, "--judge-model", DEFAULT_MODEL]
+    assert workbench_main([*command, *option]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(message), err
+    assert not run_dir.exists()
