@@ -645,9 +645,7 @@ class _Loop:
             state.evals_without_improvement += 1
         weights, resume_state = full_weights(self.network), self._resume_state()  # collectives under FSDP
         if self.dist.is_main:
-            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
-                metrics.write(json.dumps(row) + "\n")
-            self._track(row)
+            self._record(row)
             message = (
                 f"step {row['step']} epoch {row['epoch']:.2f} tokens {row['tokens_seen']}: "
                 f"train loss {row['train_loss']:.4f}, val loss {row['val_loss']:.4f}" + (" (best)" if improved else "")
@@ -673,10 +671,14 @@ class _Loop:
         if self.hook is None or not self.dist.is_main:
             return
         for row in self.hook.collect(wait):
-            with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
-                metrics.write(json.dumps(row) + "\n")
+            self._record(row)
             self.hook_rows.append(row)
-            self._track(row)
+
+    def _record(self, row: dict) -> None:
+        """Append one row to metrics.jsonl and mirror it to the trackers (rank 0)."""
+        with open(self.run_dir / METRICS_FILE, "a", encoding="utf-8") as metrics:
+            metrics.write(json.dumps(row) + "\n")
+        self._track(row)
 
     def _save(self, weights: dict[str, torch.Tensor], checkpoint: str, state: dict | None = None) -> None:
         """A full checkpoint, or for a LoRA run the adapter alone."""
